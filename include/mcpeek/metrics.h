@@ -1,0 +1,51 @@
+/* metrics: counters and latency histograms, rendered in Prometheus text format.
+ *
+ * Each worker thread owns one `struct worker_metrics` and is its only writer, so counting
+ * on the hot path is a plain relaxed atomic store, never a lock. The scrape (admin thread)
+ * sums all workers. Label values that come from clients (rpc_method, tool) are interned in
+ * a registry bounded by `label_limit`; once full, new values count as "other".
+ */
+#ifndef MCPEEK_METRICS_H
+#define MCPEEK_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcpeek/strbuf.h"
+
+struct metrics;        /* the registry: all workers' slots + process-wide values */
+struct worker_metrics; /* one worker's slot */
+
+/* kinds for mcpeek_upstream_errors_total{kind} */
+enum upstream_error_kind {
+    UPSTREAM_ERR_CONNECT = 0,
+    UPSTREAM_ERR_TIMEOUT,
+    UPSTREAM_ERR_RESET,
+    UPSTREAM_ERR_TLS,
+    UPSTREAM_ERR_OTHER,
+    UPSTREAM_ERR_KIND_COUNT
+};
+
+struct metrics *metrics_new(unsigned n_workers, unsigned label_limit, const char *version);
+void metrics_free(struct metrics *m);
+struct worker_metrics *metrics_worker(struct metrics *m, unsigned worker_index);
+
+/* One finished exchange. rpc_method/tool may be NULL (no body / not tools/call); tool is
+ * only used as a label for tools/call. status 0 = no response was sent. */
+void metrics_exchange(struct worker_metrics *wm, const char *rpc_method, const char *tool,
+                      int status, double duration_seconds, uint64_t bytes_in,
+                      uint64_t bytes_out);
+void metrics_upstream_error(struct worker_metrics *wm, enum upstream_error_kind kind);
+void metrics_stream_opened(struct worker_metrics *wm); /* an SSE response started */
+void metrics_stream_closed(struct worker_metrics *wm); /* ... and ended */
+void metrics_log_line(struct worker_metrics *wm);      /* an access-log line was written */
+void metrics_upstream_ok(struct metrics *m, uint64_t now_ms); /* upstream answered (readyz) */
+uint64_t metrics_upstream_last_ok_ms(const struct metrics *m);
+void metrics_config_reload(struct metrics *m, bool success); /* main thread */
+
+/* Appends the whole exposition (text format 0.0.4) to `out`. Safe to call from another
+ * thread while workers count. */
+void metrics_render(struct metrics *m, struct strbuf *out);
+
+#endif

@@ -1,0 +1,50 @@
+/* openai_meta: reads ChatGPT's conversation hints out of a JSON-RPC `params._meta` object.
+ *
+ * The six `openai/...` keys are hints, never authorization. Strings are copied as they are,
+ * numbers are rendered as decimal strings (older clients send `openai/session` as a number),
+ * every other type is ignored. When no key is present no context is allocated at all, so
+ * clients that are not ChatGPT pay nothing.
+ */
+#ifndef MCPEEK_OPENAI_META_H
+#define MCPEEK_OPENAI_META_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* `openai/userLocation`: every member optional, each owned by the struct. latitude and
+ * longitude are kept as decimal strings whether the client sent strings or numbers. */
+struct openai_user_location {
+    char *city;
+    char *region;
+    char *country;
+    char *timezone;
+    char *latitude;
+    char *longitude;
+};
+
+/* All members are heap strings owned by the context, NULL when absent. */
+typedef struct openai_client_context {
+    char *session_id;      /* openai/session */
+    char *subject_id;      /* openai/subject */
+    char *organization_id; /* openai/organization */
+    char *locale;          /* openai/locale */
+    char *user_agent;      /* openai/userAgent */
+    struct openai_user_location *user_location; /* openai/userLocation, NULL when absent */
+} OpenAiClientContext;
+
+/* Extracts the context from `meta` (the `_meta` object; anything else yields NULL).
+ * Each copied string is cut to at most `max_len` bytes, never inside a UTF-8 sequence.
+ * Returns NULL when no usable openai key is present or on allocation failure. */
+OpenAiClientContext *openai_meta_extract(const json_t *meta, size_t max_len);
+
+/* Deep copy (for the session map); NULL in, NULL out. */
+OpenAiClientContext *openai_meta_dup(const OpenAiClientContext *ctx);
+
+void openai_meta_free(OpenAiClientContext *ctx);
+
+/* Length of the longest prefix of s[0..len) that is at most max_len bytes and well-formed
+ * UTF-8: a cut never splits a character, and stops before the first malformed byte (jansson
+ * never hands us one, but the cap must not trust that). jsonrpc.c caps its copies with it. */
+size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len);
+
+#endif

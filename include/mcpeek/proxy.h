@@ -1,0 +1,21 @@
+/* proxy: one exchange, from the buffered client request to the log line.
+ *
+ * request -> parse (jsonrpc) -> forward (upstream) -> relay status, headers and body as
+ * they arrive -> exactly one access-log line, however the exchange ends: completion,
+ * upstream failure, timeout, client disconnect or shutdown.
+ */
+#ifndef MCPEEK_PROXY_H
+#define MCPEEK_PROXY_H
+
+struct evhttp_request;
+struct worker;
+struct exchange;
+
+/* evhttp general callback; `arg` is the struct worker. */
+void proxy_handle_request(struct evhttp_request *req, void *arg);
+
+/* Ends an exchange at once (shutdown deadline): the client's response is closed and the
+ * log line says error "shutdown". */
+void proxy_abort_exchange(struct exchange *ex);
+
+#endif

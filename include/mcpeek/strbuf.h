@@ -1,0 +1,43 @@
+/* strbuf: a growable byte buffer plus the JSON string writer every log line is built with.
+ *
+ * Buffers are meant to be reused: strbuf_reset() keeps the allocation, so a worker that
+ * formats one log line per exchange allocates only while its lines keep getting longer.
+ */
+#ifndef MCPEEK_STRBUF_H
+#define MCPEEK_STRBUF_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct strbuf {
+    char *data; /* owned; always NUL terminated once anything was appended */
+    size_t len;
+    size_t cap;
+    bool oom; /* an append failed; the content is truncated and must not be trusted */
+};
+
+void strbuf_init(struct strbuf *sb);
+void strbuf_free(struct strbuf *sb);
+void strbuf_reset(struct strbuf *sb);
+void strbuf_append(struct strbuf *sb, const void *data, size_t len);
+void strbuf_puts(struct strbuf *sb, const char *s);
+void strbuf_putc(struct strbuf *sb, char c);
+void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap);
+
+/* Appends `s` (len bytes, may hold any bytes) as a quoted JSON string. At most `max_len`
+ * input bytes are written (cut on a UTF-8 boundary, then "..." is appended inside the
+ * quotes so a reader sees the cut); invalid UTF-8 bytes become U+FFFD, control characters
+ * are escaped. The output is always valid JSON. */
+void strbuf_json_string(struct strbuf *sb, const char *s, size_t len, size_t max_len);
+
+/* Length of the longest prefix of s[0..len) that is at most max_len bytes and does not end
+ * inside a UTF-8 sequence. */
+size_t utf8_prefix_len(const char *s, size_t len, size_t max_len);
+
+/* True when s[0..len) is well-formed UTF-8: no overlong forms, surrogates, code points
+ * above U+10FFFF or truncated sequences. */
+bool utf8_valid(const char *s, size_t len);
+
+#endif

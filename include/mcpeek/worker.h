@@ -1,0 +1,78 @@
+/* worker: one thread, one event loop, one front end and one upstream pool.
+ *
+ * Each worker has its own event_base, evhttp (on its own SO_REUSEPORT listening sockets,
+ * so the kernel spreads connections), curl multi handle and log buffer. Workers share only
+ * what `struct shared` holds. The main thread talks to a worker through worker_post_*,
+ * which wake the worker's loop; it never touches the worker's libevent objects directly.
+ */
+#ifndef MCPEEK_WORKER_H
+#define MCPEEK_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mcpeek/accesslog.h"
+#include "mcpeek/generation.h"
+#include "mcpeek/metrics.h"
+#include "mcpeek/session_map.h"
+#include "mcpeek/strbuf.h"
+
+struct event_base;
+struct evhttp;
+struct event;
+struct upstream;
+struct evhttp_bound_socket;
+
+/* Listening addresses per worker (`listen` lines). */
+#define WORKER_MAX_LISTEN 16
+
+/* Process-wide objects every worker uses; owned by main, outlive the workers. */
+struct shared {
+    struct accesslog *log;
+    struct metrics *metrics;
+    struct session_map *sessions;
+    atomic_uint connections; /* open client connections, all workers (max_connections) */
+};
+
+struct worker {
+    unsigned index;
+    pthread_t thread;
+    struct shared *shared;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound[WORKER_MAX_LISTEN];
+    size_t n_bound;
+    struct upstream *upstream;
+    struct worker_metrics *metrics;
+    struct strbuf logbuf;       /* one log line at a time, reused */
+    struct generation *gen;     /* for new exchanges; one reference held */
+    _Atomic(struct generation *) next_gen; /* posted by main, taken by the worker */
+    struct event *wakeup;       /* activated from main: new generation / stop */
+    atomic_bool stop_accepting; /* graceful shutdown requested */
+    atomic_bool stop_now;       /* deadline passed: end everything */
+    atomic_bool exited;         /* the loop returned; the thread can be joined */
+    unsigned exchanges;         /* in flight on this worker */
+    struct exchange *live;      /* list of in-flight exchanges (for forced shutdown) */
+};
+
+/* Creates the worker's loop and binds its listeners from gen->cfg (takes a reference).
+ * Returns 0 or -1 with a message in `errors`; nothing is left running on failure. */
+int worker_init(struct worker *w, unsigned index, struct shared *shared,
+                struct generation *gen, struct strbuf *errors);
+int worker_start(struct worker *w);
+/* Main thread: hand a new generation over (takes a reference). */
+void worker_post_generation(struct worker *w, struct generation *gen);
+/* Main thread: stop accepting; in-flight exchanges finish. */
+void worker_post_drain(struct worker *w);
+/* Main thread: end every exchange now (shutdown deadline). */
+void worker_post_stop(struct worker *w);
+/* Main thread: joins the thread (after drain/stop) and frees everything. */
+void worker_join_and_free(struct worker *w);
+
+/* Monotonic clock in milliseconds / nanoseconds. */
+uint64_t worker_now_ms(void);
+uint64_t worker_now_ns(void);
+
+#endif

@@ -1,0 +1,153 @@
+/* generation: turns a validated config into the state exchanges use, once per load.
+ *
+ * Everything that reads a file or parses a URL happens here, on the main thread, so a
+ * reload that fails (unreadable key file, bad URL) leaves the running generation alone.
+ */
+#include "mcpeek/generation.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Key and token files are small secrets; refuse anything larger. */
+#define SECRET_FILE_MAX 65536
+
+static int read_small_file(const char *path, unsigned char **out, size_t *out_len,
+                           struct strbuf *errors)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        strbuf_printf(errors, "%s: cannot open: %s\n", path, strerror(errno));
+        return -1;
+    }
+    unsigned char *buf = malloc(SECRET_FILE_MAX + 1);
+    size_t len = buf ? fread(buf, 1, SECRET_FILE_MAX + 1, f) : 0;
+    fclose(f);
+    if (!buf || len > SECRET_FILE_MAX) {
+        strbuf_printf(errors, "%s: %s\n", path, buf ? "file too large" : "out of memory");
+        free(buf);
+        return -1;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+static char *origin_of(const char *url, struct strbuf *errors)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *origin = NULL;
+    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        strbuf_printf(errors, "upstream: cannot parse URL '%s'\n", url);
+        goto out;
+    }
+    curl_url_get(u, CURLUPART_PORT, &port, 0);
+    size_t n = strlen(scheme) + strlen(host) + (port ? strlen(port) : 0) + 5;
+    origin = malloc(n);
+    if (origin)
+        snprintf(origin, n, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return origin;
+}
+
+/* One token per line; blank lines and '#' comments skipped, whitespace trimmed. */
+static int load_tokens(struct generation *gen, const char *path, struct strbuf *errors)
+{
+    unsigned char *data;
+    size_t len;
+    if (read_small_file(path, &data, &len, errors) < 0)
+        return -1;
+    char *save = NULL;
+    for (char *line = strtok_r((char *)data, "\r\n", &save); line;
+         line = strtok_r(NULL, "\r\n", &save)) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        size_t n = strlen(line);
+        while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+            line[--n] = '\0';
+        if (n == 0 || line[0] == '#')
+            continue;
+        char **grown = realloc(gen->auth_tokens, (gen->n_auth_tokens + 1) * sizeof(char *));
+        if (!grown)
+            break;
+        gen->auth_tokens = grown;
+        gen->auth_tokens[gen->n_auth_tokens] = strdup(line);
+        if (gen->auth_tokens[gen->n_auth_tokens])
+            gen->n_auth_tokens++;
+    }
+    free(data);
+    if (gen->n_auth_tokens == 0) {
+        strbuf_printf(errors, "%s: no token in file\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+struct generation *generation_new(struct mcpeek_config *cfg, unsigned long number,
+                                  struct strbuf *errors)
+{
+    struct generation *gen = calloc(1, sizeof(*gen));
+    if (!gen) {
+        config_free(cfg);
+        strbuf_puts(errors, "out of memory\n");
+        return NULL;
+    }
+    gen->cfg = cfg;
+    atomic_init(&gen->refs, 1);
+    gen->number = number;
+    gen->upstream_origin = origin_of(cfg->upstream, errors);
+    if (!gen->upstream_origin)
+        goto fail;
+    if (cfg->pseudonymize_key_file) {
+        if (read_small_file(cfg->pseudonymize_key_file, &gen->hmac_key, &gen->hmac_key_len,
+                            errors) < 0)
+            goto fail;
+        if (gen->hmac_key_len < 16) {
+            strbuf_printf(errors, "%s: key shorter than 16 bytes\n", cfg->pseudonymize_key_file);
+            goto fail;
+        }
+    }
+    if (cfg->auth_tokens_file && load_tokens(gen, cfg->auth_tokens_file, errors) < 0)
+        goto fail;
+    gen->log_opts.user_location = cfg->user_location;
+    gen->log_opts.max_value_len = cfg->log_value_max_length;
+    gen->log_opts.hmac_key = gen->hmac_key;
+    gen->log_opts.hmac_key_len = gen->hmac_key_len;
+    return gen;
+fail:
+    generation_unref(gen);
+    return NULL;
+}
+
+struct generation *generation_ref(struct generation *gen)
+{
+    atomic_fetch_add_explicit(&gen->refs, 1, memory_order_relaxed);
+    return gen;
+}
+
+void generation_unref(struct generation *gen)
+{
+    if (!gen || atomic_fetch_sub_explicit(&gen->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < gen->n_auth_tokens; i++) {
+        explicit_bzero(gen->auth_tokens[i], strlen(gen->auth_tokens[i]));
+        free(gen->auth_tokens[i]);
+    }
+    free(gen->auth_tokens);
+    if (gen->hmac_key) {
+        explicit_bzero(gen->hmac_key, gen->hmac_key_len);
+        free(gen->hmac_key);
+    }
+    free(gen->upstream_origin);
+    config_free(gen->cfg);
+    free(gen);
+}

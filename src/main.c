@@ -1,0 +1,313 @@
+/* main: command line, configuration, workers, signals and shutdown.
+ *
+ * The main thread owns the configuration generations and the signal handling; workers own
+ * everything per request. SIGHUP reloads (a bad file keeps the running generation),
+ * SIGUSR1 reopens the access log, SIGTERM/SIGINT drain in-flight exchanges for up to
+ * shutdown_timeout, a second one stops at once.
+ */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "mcpeek/accesslog.h"
+#include "mcpeek/admin.h"
+#include "mcpeek/config.h"
+#include "mcpeek/diag.h"
+#include "mcpeek/generation.h"
+#include "mcpeek/metrics.h"
+#include "mcpeek/session_map.h"
+#include "mcpeek/worker.h"
+
+/* How often the main loop checks whether draining workers are done. */
+#define DRAIN_POLL_MS 20
+/* /readyz: the upstream must have answered within this window. */
+#define READINESS_WINDOW_MS 60000
+
+struct daemon {
+    struct event_base *base;
+    struct cli_args args;
+    struct generation *gen; /* newest generation, one reference */
+    struct shared shared;
+    struct worker *workers;
+    unsigned n_workers;
+    struct admin *admin;
+    struct event *signals[4];
+    struct event *drain_poll;
+    struct event *deadline;
+    bool shutting_down;
+};
+
+static void print_errors(const struct strbuf *errors)
+{
+    if (errors->len)
+        fputs(errors->data, stderr);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            diag_log("warn", "cannot raise RLIMIT_NOFILE to %llu", (unsigned long long)rl.rlim_max);
+    }
+}
+
+static void reload(struct daemon *d)
+{
+    struct strbuf errors;
+    strbuf_init(&errors);
+    struct mcpeek_config *cfg = config_build(&d->args, &errors);
+    struct generation *gen = NULL;
+    if (cfg) {
+        const char *names[8];
+        size_t n = config_restart_only_changes(d->gen->cfg, cfg, names, 8);
+        for (size_t i = 0; i < n && i < 8; i++)
+            diag_log("warn", "reload: '%s' changed but needs a restart; the old value stays",
+                     names[i]);
+        const char *old_log = d->gen->cfg->log_file ? d->gen->cfg->log_file : "-";
+        const char *new_log = cfg->log_file ? cfg->log_file : "-";
+        if (strcmp(old_log, new_log) != 0)
+            diag_log("warn", "reload: 'log_file' changed but needs a restart; the old value stays");
+        gen = generation_new(cfg, d->gen->number + 1, &errors);
+    }
+    if (!gen) {
+        if (errors.len && errors.data[errors.len - 1] == '\n')
+            errors.data[--errors.len] = '\0';
+        diag_log("error", "reload failed, keeping generation %lu: %s", d->gen->number,
+                 errors.data ? errors.data : "unknown error");
+        metrics_config_reload(d->shared.metrics, false);
+        strbuf_free(&errors);
+        return;
+    }
+    for (unsigned i = 0; i < d->n_workers; i++)
+        worker_post_generation(&d->workers[i], gen);
+    generation_unref(d->gen);
+    d->gen = gen;
+    metrics_config_reload(d->shared.metrics, true);
+    diag_log("info", "configuration reloaded (generation %lu, upstream %s)", gen->number,
+             gen->cfg->upstream);
+    strbuf_free(&errors);
+}
+
+static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct daemon *d = arg;
+    for (unsigned i = 0; i < d->n_workers; i++)
+        if (!atomic_load(&d->workers[i].exited))
+            return;
+    event_base_loopbreak(d->base);
+}
+
+static void stop_all_now(struct daemon *d)
+{
+    for (unsigned i = 0; i < d->n_workers; i++)
+        worker_post_stop(&d->workers[i]);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct daemon *d = arg;
+    diag_log("warn", "shutdown_timeout reached: ending the remaining exchanges");
+    stop_all_now(d);
+}
+
+static void begin_shutdown(struct daemon *d, int sig)
+{
+    if (d->shutting_down) {
+        diag_log("warn", "second signal %d: stopping now", sig);
+        stop_all_now(d);
+        return;
+    }
+    d->shutting_down = true;
+    diag_log("info", "signal %d: draining (up to %u ms)", sig, d->gen->cfg->shutdown_timeout_ms);
+    for (unsigned i = 0; i < d->n_workers; i++)
+        worker_post_drain(&d->workers[i]);
+    uint32_t ms = d->gen->cfg->shutdown_timeout_ms;
+    struct timeval deadline = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    struct timeval poll = {0, DRAIN_POLL_MS * 1000};
+    evtimer_add(d->deadline, &deadline);
+    evtimer_add(d->drain_poll, &poll);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct daemon *d = arg;
+    switch (sig) {
+    case SIGHUP:
+        if (!d->shutting_down)
+            reload(d);
+        break;
+    case SIGUSR1:
+        if (accesslog_reopen(d->shared.log) == 0)
+            diag_log("info", "access log reopened");
+        else
+            diag_log("error", "access log reopen failed; still writing to the old file");
+        break;
+    default:
+        begin_shutdown(d, (int)sig);
+        break;
+    }
+}
+
+static unsigned worker_count(const struct mcpeek_config *cfg)
+{
+    if (cfg->workers > 0)
+        return (unsigned)cfg->workers;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static int start(struct daemon *d, struct strbuf *errors)
+{
+    const struct mcpeek_config *cfg = d->gen->cfg;
+    d->n_workers = worker_count(cfg);
+    d->shared.log = accesslog_open(cfg->log_file);
+    if (!d->shared.log) {
+        strbuf_printf(errors, "log_file %s: cannot open\n", cfg->log_file ? cfg->log_file : "-");
+        return -1;
+    }
+    d->shared.metrics = metrics_new(d->n_workers, cfg->metrics_label_limit, MCPEEK_VERSION);
+    d->shared.sessions = session_map_new(cfg->session_map_size, cfg->session_map_ttl_ms);
+    d->workers = calloc(d->n_workers, sizeof(*d->workers));
+    if (!d->shared.metrics || !d->shared.sessions || !d->workers) {
+        strbuf_puts(errors, "out of memory\n");
+        return -1;
+    }
+    for (unsigned i = 0; i < d->n_workers; i++) {
+        if (worker_init(&d->workers[i], i, &d->shared, d->gen, errors) < 0) {
+            d->n_workers = i;
+            return -1;
+        }
+    }
+    if (cfg->admin_listen) {
+        d->admin = admin_start(d->base, cfg->admin_listen, d->shared.metrics,
+                               READINESS_WINDOW_MS, errors);
+        if (!d->admin)
+            return -1;
+    }
+    for (unsigned i = 0; i < d->n_workers; i++) {
+        if (worker_start(&d->workers[i]) < 0) {
+            strbuf_puts(errors, "cannot start worker thread\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void teardown(struct daemon *d)
+{
+    for (unsigned i = 0; i < d->n_workers; i++) {
+        if (d->workers[i].thread)
+            worker_post_stop(&d->workers[i]);
+        worker_join_and_free(&d->workers[i]);
+    }
+    free(d->workers);
+    admin_free(d->admin);
+    for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
+        if (d->signals[i])
+            event_free(d->signals[i]);
+    if (d->drain_poll)
+        event_free(d->drain_poll);
+    if (d->deadline)
+        event_free(d->deadline);
+    session_map_free(d->shared.sessions);
+    metrics_free(d->shared.metrics);
+    accesslog_close(d->shared.log);
+    generation_unref(d->gen);
+    if (d->base)
+        event_base_free(d->base);
+    cli_args_free(&d->args);
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d;
+    memset(&d, 0, sizeof(d));
+    struct strbuf errors;
+    strbuf_init(&errors);
+    int rc = 1;
+
+    if (cli_parse(argc, argv, &d.args, &errors) < 0) {
+        print_errors(&errors);
+        fputs("try 'mcpeek --help'\n", stderr);
+        goto out;
+    }
+    if (d.args.action == CLI_HELP) {
+        cli_usage(&errors);
+        fputs(errors.data ? errors.data : "", stdout);
+        rc = 0;
+        goto out;
+    }
+    if (d.args.action == CLI_VERSION) {
+        printf("mcpeek %s (libevent %s, %s)\n", MCPEEK_VERSION, event_get_version(),
+               curl_version());
+        rc = 0;
+        goto out;
+    }
+    struct mcpeek_config *cfg = config_build(&d.args, &errors);
+    if (!cfg) {
+        print_errors(&errors);
+        goto out;
+    }
+    d.gen = generation_new(cfg, 1, &errors);
+    if (!d.gen) {
+        print_errors(&errors);
+        goto out;
+    }
+    if (d.args.action == CLI_TEST) {
+        printf("configuration ok\n");
+        rc = 0;
+        goto out;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || evthread_use_pthreads() != 0) {
+        fputs("cannot initialise libcurl/libevent threading\n", stderr);
+        goto out;
+    }
+    d.base = event_base_new();
+    if (!d.base)
+        goto out;
+    const int sigs[4] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
+    for (int i = 0; i < 4; i++) {
+        d.signals[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
+        if (!d.signals[i] || event_add(d.signals[i], NULL) < 0)
+            goto out;
+    }
+    d.drain_poll = event_new(d.base, -1, EV_PERSIST, on_drain_poll, &d);
+    d.deadline = evtimer_new(d.base, on_deadline, &d);
+    if (!d.drain_poll || !d.deadline)
+        goto out;
+    if (start(&d, &errors) < 0) {
+        print_errors(&errors);
+        goto out;
+    }
+    const struct mcpeek_config *c = d.gen->cfg;
+    for (size_t i = 0; i < c->n_listen; i++)
+        diag_log("info", "mcpeek %s listening on %s:%u%s, upstream %s, %u workers", MCPEEK_VERSION,
+                 c->listen[i].host, c->listen[i].port, c->listen[i].tls ? " (tls)" : "",
+                 c->upstream, d.n_workers);
+    if (c->admin_listen)
+        diag_log("info", "admin endpoints on %s (/healthz /readyz /metrics)", c->admin_listen);
+    event_base_dispatch(d.base);
+    diag_log("info", "stopped");
+    rc = 0;
+out:
+    teardown(&d);
+    strbuf_free(&errors);
+    curl_global_cleanup();
+    return rc;
+}
