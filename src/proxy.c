@@ -601,7 +601,9 @@ static void exchange_log(struct exchange *ex)
         .rpc = ex->has_body ? &ex->rpc : NULL,
         .mcp_session_id = ex->session_id,
         .mcp_protocol_version = ex->protocol_version,
-        .response = ex->headers_sent ? ex->kind : RESPONSE_NONE,
+        .response = !ex->headers_sent ? RESPONSE_NONE
+                    : (ex->kind == RESPONSE_OTHER && ex->bytes_out == 0) ? RESPONSE_EMPTY
+                                                                         : ex->kind,
         .sse_events = ex->sse_events,
         .error = ex->error,
         .session_openai = ex->session_ctx,
@@ -685,6 +687,28 @@ static void exchange_finish(struct exchange *ex)
 
     if (w->exchanges == 0 && atomic_load(&w->stop_accepting))
         event_base_loopbreak(w->base);
+}
+
+void proxy_log_refused(struct worker *w, const char *method, const char *path,
+                       const char *client_ip, int status, const char *error)
+{
+    struct exchange_record rec = {
+        .http_method = method,
+        .path = path,
+        .client_ip = client_ip,
+        .status = status,
+        .response = RESPONSE_JSON,
+        .has_rpc_error_code = true,
+        .rpc_error_code = status == 503 ? -32000 : -32600,
+        .error = error,
+        .upstream_ms = -1,
+    };
+    clock_gettime(CLOCK_REALTIME, &rec.started);
+    strbuf_reset(&w->logbuf);
+    accesslog_format(&w->logbuf, &rec, &w->gen->log_opts);
+    if (!w->logbuf.oom && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0)
+        metrics_log_line(w->metrics);
+    metrics_exchange(w->metrics, NULL, NULL, status, 0, 0, 0);
 }
 
 void proxy_abort_exchange(struct exchange *ex)

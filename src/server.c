@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "mcpeek/config.h"
+#include "mcpeek/guard.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/worker.h"
 
@@ -85,6 +86,8 @@ int server_bind(const char *host, unsigned port, int reuseport, struct strbuf *e
 
 void server_apply_limits(struct worker *w, const struct mcpeek_config *cfg)
 {
+    /* guard.c refuses oversized heads and bodies with JSON first; these stay as the
+     * backstop for what the guard does not check (chunked uploads). */
     evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->max_body_size);
     evhttp_set_max_headers_size(w->http, (ev_ssize_t)cfg->max_header_size);
     struct timeval tv = {cfg->client_header_timeout_ms / 1000,
@@ -104,6 +107,7 @@ int server_start(struct worker *w, const struct mcpeek_config *cfg, struct strbu
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(w->http, NULL);
     evhttp_set_gencb(w->http, proxy_handle_request, w);
+    evhttp_set_bevcb(w->http, guard_bufferevent_new, w);
     server_apply_limits(w, cfg);
     for (size_t i = 0; i < cfg->n_listen; i++) {
         int fd = server_bind(cfg->listen[i].host, cfg->listen[i].port, 1, errors);

@@ -18,4 +18,8 @@ void proxy_handle_request(struct evhttp_request *req, void *arg);
  * log line says error "shutdown". */
 void proxy_abort_exchange(struct exchange *ex);
 
+/* Writes the log line of a request refused before evhttp parsed it (guard.c). */
+void proxy_log_refused(struct worker *w, const char *method, const char *path,
+                       const char *client_ip, int status, const char *error);
+
 #endif
