@@ -4,6 +4,7 @@
  * reload that fails (unreadable key file, bad URL) leaves the running generation alone.
  */
 #include "mcpeek/generation.h"
+#include "mcpeek/tls.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -116,6 +117,11 @@ struct generation *generation_new(struct mcpeek_config *cfg, unsigned long numbe
             goto fail;
         }
     }
+    bool wants_tls = false;
+    for (size_t i = 0; i < cfg->n_listen; i++)
+        wants_tls |= cfg->listen[i].tls;
+    if (wants_tls && !(gen->tls_ctx = tls_server_ctx_new(cfg, errors)))
+        goto fail;
     if (cfg->auth_tokens_file && load_tokens(gen, cfg->auth_tokens_file, errors) < 0)
         goto fail;
     gen->log_opts.user_location = cfg->user_location;
@@ -147,6 +153,7 @@ void generation_unref(struct generation *gen)
         explicit_bzero(gen->hmac_key, gen->hmac_key_len);
         free(gen->hmac_key);
     }
+    SSL_CTX_free(gen->tls_ctx);
     free(gen->upstream_origin);
     config_free(gen->cfg);
     free(gen);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "mcpeek/proxy.h"
+#include "mcpeek/tls.h"
 #include "mcpeek/worker.h"
 
 /* Output waiting in the kernel-facing buffer before the filter holds data back; proxy.c
@@ -46,6 +47,8 @@ struct guard {
     struct event *deadline;
     bool counted; /* holds one of shared->connections */
     bool over_limit;
+    bool tls;       /* HTTPS connection */
+    bool tls_ready; /* its handshake completed (set through SSL app data by tls.c) */
 };
 
 static uint64_t parse_content_length(const char *head, size_t len, bool *chunked)
@@ -211,38 +214,51 @@ static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct e
 static void guard_free(void *ctx)
 {
     struct guard *g = ctx;
+    if (g->tls && !g->tls_ready)
+        tls_note_handshake_failure();
     if (g->counted)
         atomic_fetch_sub(&g->w->shared->connections, 1);
     event_free(g->deadline);
     free(g);
 }
 
-struct bufferevent *guard_bufferevent_new(struct event_base *base, void *arg)
+struct bufferevent *guard_wrap(struct bufferevent *sock, struct worker *w, SSL *ssl)
 {
-    struct worker *w = arg;
     struct guard *g = calloc(1, sizeof(*g));
-    struct bufferevent *sock = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!g || !sock)
-        goto fail;
+    if (!g)
+        return NULL;
     g->w = w;
-    g->deadline = evtimer_new(base, on_deadline, g);
-    if (!g->deadline)
-        goto fail;
+    g->deadline = evtimer_new(bufferevent_get_base(sock), on_deadline, g);
+    if (!g->deadline) {
+        free(g);
+        return NULL;
+    }
     g->filter = bufferevent_filter_new(sock, guard_input, NULL, BEV_OPT_CLOSE_ON_FREE,
                                        guard_free, g);
-    if (!g->filter)
-        goto fail;
+    if (!g->filter) {
+        event_free(g->deadline);
+        free(g);
+        return NULL;
+    }
+    if (ssl) {
+        g->tls = true;
+        SSL_set_app_data(ssl, &g->tls_ready);
+    }
     bufferevent_setwatermark(sock, EV_WRITE, 0, GUARD_SOCKET_HIGH_WATER);
     unsigned max = w->gen->cfg->max_connections;
     unsigned now = atomic_fetch_add(&w->shared->connections, 1) + 1;
     g->counted = true;
     g->over_limit = max && now > max;
     return g->filter;
-fail:
-    if (g && g->deadline)
-        event_free(g->deadline);
-    free(g);
-    if (sock)
+}
+
+struct bufferevent *guard_bufferevent_new(struct event_base *base, void *arg)
+{
+    struct bufferevent *sock = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!sock)
+        return NULL;
+    struct bufferevent *bev = guard_wrap(sock, arg, NULL);
+    if (!bev)
         bufferevent_free(sock);
-    return NULL;
+    return bev;
 }

@@ -24,6 +24,7 @@
 
 #include "mcpeek/accesslog.h"
 #include "mcpeek/jsonrpc.h"
+#include "mcpeek/tls.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
@@ -52,6 +53,7 @@ struct exchange {
     char *protocol_version;
     char *path;
     const char *method;
+    const char *tls;              /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
     char client_ip[64];
 
     struct timespec started;
@@ -595,6 +597,7 @@ static void exchange_log(struct exchange *ex)
         .http_method = ex->method,
         .path = ex->path,
         .client_ip = ex->client_ip,
+        .tls = ex->tls,
         .status = ex->headers_sent ? ex->status : 0,
         .bytes_in = ex->bytes_in,
         .bytes_out = ex->bytes_out,
@@ -778,6 +781,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     ev_uint16_t peer_port = 0;
     evhttp_connection_get_peer(ex->evcon, &peer, &peer_port);
     snprintf(ex->client_ip, sizeof(ex->client_ip), "%s", peer ? peer : "");
+    ex->tls = tls_connection_version(evhttp_connection_get_bufferevent(ex->evcon));
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     ex->session_id = dup_capped(evhttp_find_header(in, "Mcp-Session-Id"), cfg->log_value_max_length);
@@ -810,7 +814,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
     }
     evhttp_connection_set_closecb(ex->evcon, on_client_close, ex);
-    ex->req_headers = build_request_headers(ex, in, false);
+    ex->req_headers = build_request_headers(ex, in, ex->tls != NULL);
     if (start_upstream(ex, evhttp_request_get_command(req), uri, body, body_len) < 0) {
         ex->error = "upstream_error";
         send_rpc_error(ex, 502, -32000, "mcpeek: cannot start upstream request");

@@ -21,6 +21,7 @@
 #include "mcpeek/config.h"
 #include "mcpeek/guard.h"
 #include "mcpeek/proxy.h"
+#include "mcpeek/tls.h"
 #include "mcpeek/worker.h"
 
 /* Pending connections per listening socket. */
@@ -86,48 +87,65 @@ int server_bind(const char *host, unsigned port, int reuseport, struct strbuf *e
 
 void server_apply_limits(struct worker *w, const struct mcpeek_config *cfg)
 {
-    /* guard.c refuses oversized heads and bodies with JSON first; these stay as the
-     * backstop for what the guard does not check (chunked uploads). */
-    evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->max_body_size);
-    evhttp_set_max_headers_size(w->http, (ev_ssize_t)cfg->max_header_size);
     struct timeval tv = {cfg->client_header_timeout_ms / 1000,
                          (suseconds_t)(cfg->client_header_timeout_ms % 1000) * 1000};
-    evhttp_set_timeout_tv(w->http, &tv);
+    for (int i = 0; i < 2; i++) {
+        if (!w->http[i])
+            continue;
+        /* guard.c refuses oversized heads and bodies with JSON first; these stay as the
+         * backstop for what the guard does not check (chunked uploads). */
+        evhttp_set_max_body_size(w->http[i], (ev_ssize_t)cfg->max_body_size);
+        evhttp_set_max_headers_size(w->http[i], (ev_ssize_t)cfg->max_header_size);
+        evhttp_set_timeout_tv(w->http[i], &tv);
+    }
+}
+
+static struct evhttp *front_end(struct worker *w, bool tls)
+{
+    if (w->http[tls])
+        return w->http[tls];
+    struct evhttp *http = evhttp_new(w->base);
+    if (!http)
+        return NULL;
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_default_content_type(http, NULL);
+    evhttp_set_gencb(http, proxy_handle_request, w);
+    /* libevent 2.1 tells the bevcb nothing about the listener, hence one evhttp per kind. */
+    evhttp_set_bevcb(http, tls ? tls_bufferevent_new : guard_bufferevent_new, w);
+    w->http[tls] = http;
+    return http;
 }
 
 int server_start(struct worker *w, const struct mcpeek_config *cfg, struct strbuf *errors)
 {
-    w->http = evhttp_new(w->base);
-    if (!w->http) {
-        strbuf_puts(errors, "evhttp_new failed\n");
-        return -1;
-    }
-    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_default_content_type(w->http, NULL);
-    evhttp_set_gencb(w->http, proxy_handle_request, w);
-    evhttp_set_bevcb(w->http, guard_bufferevent_new, w);
-    server_apply_limits(w, cfg);
     for (size_t i = 0; i < cfg->n_listen; i++) {
-        int fd = server_bind(cfg->listen[i].host, cfg->listen[i].port, 1, errors);
-        if (fd < 0)
-            return -1;
-        struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(w->http, fd);
-        if (!bound || w->n_bound == WORKER_MAX_LISTEN) {
-            close(fd);
-            strbuf_printf(errors, "listen %s:%u: cannot accept\n", cfg->listen[i].host,
-                          cfg->listen[i].port);
+        const struct listen_addr *la = &cfg->listen[i];
+        struct evhttp *http = front_end(w, la->tls);
+        if (!http) {
+            strbuf_puts(errors, "evhttp_new failed\n");
             return -1;
         }
+        int fd = server_bind(la->host, la->port, 1, errors);
+        if (fd < 0)
+            return -1;
+        struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(http, fd);
+        if (!bound || w->n_bound == WORKER_MAX_LISTEN) {
+            close(fd);
+            strbuf_printf(errors, "listen %s:%u: cannot accept\n", la->host, la->port);
+            return -1;
+        }
+        w->bound_by[w->n_bound] = http;
         w->bound[w->n_bound++] = bound;
     }
+    server_apply_limits(w, cfg);
     return 0;
 }
 
 void server_stop_accepting(struct worker *w)
 {
     for (size_t i = 0; i < w->n_bound; i++)
-        evhttp_del_accept_socket(w->http, w->bound[i]);
+        evhttp_del_accept_socket(w->bound_by[i], w->bound[i]);
     w->n_bound = 0;
 }

@@ -129,8 +129,9 @@ void worker_join_and_free(struct worker *w)
     /* Exchanges still live (never, after stop) would reference the upstream. */
     while (w->live)
         proxy_abort_exchange(w->live);
-    if (w->http)
-        evhttp_free(w->http); /* closes idle keep-alive connections */
+    for (int i = 0; i < 2; i++)
+        if (w->http[i])
+            evhttp_free(w->http[i]); /* closes idle keep-alive connections */
     upstream_free(w->upstream);
     if (w->wakeup)
         event_free(w->wakeup);

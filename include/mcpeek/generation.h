@@ -8,6 +8,7 @@
 #ifndef MCPEEK_GENERATION_H
 #define MCPEEK_GENERATION_H
 
+#include <openssl/ssl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -23,6 +24,7 @@ struct generation {
     struct accesslog_options log_opts;
     unsigned char *hmac_key;     /* pseudonymize_key_file content, owned, NULL when unset */
     size_t hmac_key_len;
+    SSL_CTX *tls_ctx;            /* front-end TLS, owned; NULL when no `listen ... tls` */
     char **auth_tokens;          /* auth_tokens_file lines, owned, NULL when unset */
     size_t n_auth_tokens;
 };

@@ -4,10 +4,18 @@
 #ifndef MCPEEK_GUARD_H
 #define MCPEEK_GUARD_H
 
+#include <openssl/ssl.h>
+
 struct bufferevent;
 struct event_base;
+struct worker;
 
-/* evhttp_set_bevcb() callback; `arg` is the struct worker. NULL on allocation failure. */
+/* evhttp_set_bevcb() callback for plain HTTP; `arg` is the struct worker. NULL on
+ * allocation failure. */
 struct bufferevent *guard_bufferevent_new(struct event_base *base, void *arg);
+
+/* Layers the guard over `sock` (freed with the result). `ssl` is the connection's SSL for
+ * HTTPS (its app data is pointed at the guard's handshake flag), NULL for plain HTTP. */
+struct bufferevent *guard_wrap(struct bufferevent *sock, struct worker *w, SSL *ssl);
 
 #endif

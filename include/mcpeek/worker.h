@@ -41,8 +41,9 @@ struct worker {
     pthread_t thread;
     struct shared *shared;
     struct event_base *base;
-    struct evhttp *http;
+    struct evhttp *http[2];     /* [0] plain HTTP listeners, [1] HTTPS; NULL when none */
     struct evhttp_bound_socket *bound[WORKER_MAX_LISTEN];
+    struct evhttp *bound_by[WORKER_MAX_LISTEN]; /* the evhttp each socket belongs to */
     size_t n_bound;
     struct upstream *upstream;
     struct worker_metrics *metrics;

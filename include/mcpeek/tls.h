@@ -1,0 +1,36 @@
+/* tls: front-end HTTPS with OpenSSL under libevent's bufferevent_openssl.
+ *
+ * The SSL_CTX belongs to a configuration generation, so SIGHUP loads the certificate and
+ * key anew: new handshakes use the new context, established connections keep theirs (each
+ * SSL holds its own reference). A broken certificate fails the reload like any bad config.
+ */
+#ifndef MCPEEK_TLS_H
+#define MCPEEK_TLS_H
+
+#include <openssl/ssl.h>
+
+#include "mcpeek/config.h"
+#include "mcpeek/strbuf.h"
+
+struct bufferevent;
+struct event_base;
+
+/* Builds the server context from tls_cert, tls_key and tls_min_version (TLS 1.2 or 1.3
+ * minimum, ALPN http/1.1, session tickets on). NULL after appending the reason to errors. */
+SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors);
+
+/* evhttp bevcb for HTTPS listeners: a TLS bufferevent under the request guard.
+ * `arg` is the struct worker. */
+struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg);
+
+/* "TLSv1.3" when the client connection of `bev` (as evhttp sees it) is TLS, else NULL. */
+const char *tls_connection_version(struct bufferevent *bev);
+
+/* A TLS connection closed before its handshake completed: counted, and reported on
+ * stderr at most once per interval. */
+void tls_note_handshake_failure(void);
+
+/* Handshakes that failed since start (diagnostics are rate-limited; this is the total). */
+unsigned long tls_handshake_failures(void);
+
+#endif

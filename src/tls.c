@@ -1,0 +1,140 @@
+/* tls: the HTTPS side of the front end.
+ *
+ * Each accepted HTTPS connection is a bufferevent_openssl in accepting state with the
+ * request guard (guard.c) layered on top, so limits and refusals work the same as on
+ * plain HTTP. Failed handshakes (scanners, plain HTTP on the TLS port) write no access-log
+ * line: they are counted, and reported on stderr at most once per TLS_DIAG_INTERVAL_S.
+ */
+#include "mcpeek/tls.h"
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "mcpeek/diag.h"
+#include "mcpeek/guard.h"
+#include "mcpeek/worker.h"
+
+/* At most one handshake-failure diagnostic per this many seconds. */
+#define TLS_DIAG_INTERVAL_S 10
+
+static atomic_ulong handshake_failures;
+static atomic_llong last_diag_s;
+
+/* Modern AEAD suites only for TLS 1.2; TLS 1.3 suites are OpenSSL's defaults. */
+static const char TLS12_CIPHERS[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+static void openssl_errors(struct strbuf *errors, const char *what, const char *path)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    strbuf_printf(errors, "%s %s: %s\n", what, path, e ? buf : "unknown error");
+    ERR_clear_error();
+}
+
+/* Marks the guard's flag (SSL app data) once the handshake is done. */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    bool *ready = SSL_get_app_data(ssl);
+    if ((where & SSL_CB_HANDSHAKE_DONE) && ready)
+        *ready = true;
+}
+
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    static const unsigned char http11[] = "\x08http/1.1";
+    if (SSL_select_next_proto((unsigned char **)out, outlen, http11, sizeof(http11) - 1, in,
+                              inlen) == OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_OK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL; /* we speak HTTP/1.1 only (RFC 7301) */
+}
+
+SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        openssl_errors(errors, "tls", "context");
+        return NULL;
+    }
+    int min = (cfg->tls_min_version && strcmp(cfg->tls_min_version, "TLSv1.3") == 0)
+                  ? TLS1_3_VERSION
+                  : TLS1_2_VERSION;
+    SSL_CTX_set_min_proto_version(ctx, min);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+    SSL_CTX_set_info_callback(ctx, on_tls_info);
+    if (!SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
+        openssl_errors(errors, "tls", "cipher list");
+        goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
+        openssl_errors(errors, "tls_cert", cfg->tls_cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
+        openssl_errors(errors, "tls_key", cfg->tls_key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        openssl_errors(errors, "tls_key does not match tls_cert", cfg->tls_key);
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg)
+{
+    struct worker *w = arg;
+    SSL *ssl = w->gen->tls_ctx ? SSL_new(w->gen->tls_ctx) : NULL;
+    if (!ssl)
+        return NULL;
+    struct bufferevent *sock = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!sock) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    struct bufferevent *bev = guard_wrap(sock, w, ssl);
+    if (!bev)
+        bufferevent_free(sock);
+    return bev;
+}
+
+void tls_note_handshake_failure(void)
+{
+    unsigned long n = atomic_fetch_add(&handshake_failures, 1) + 1;
+    long long now = (long long)time(NULL);
+    long long last = atomic_load(&last_diag_s);
+    if (now - last >= TLS_DIAG_INTERVAL_S &&
+        atomic_compare_exchange_strong(&last_diag_s, &last, now))
+        diag_log("warn", "tls: handshake not completed (%lu since start; next report in %d s)", n,
+                 TLS_DIAG_INTERVAL_S);
+    ERR_clear_error();
+}
+
+const char *tls_connection_version(struct bufferevent *bev)
+{
+    struct bufferevent *sock = bufferevent_get_underlying(bev);
+    SSL *ssl = sock ? bufferevent_openssl_get_ssl(sock) : NULL;
+    return ssl ? SSL_get_version(ssl) : NULL;
+}
+
+unsigned long tls_handshake_failures(void)
+{
+    return atomic_load(&handshake_failures);
+}
