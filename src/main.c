@@ -59,6 +59,14 @@ static void raise_fd_limit(void)
     }
 }
 
+/* Settings worth a warning every time a generation is loaded. */
+static void warn_about(const struct mcpeek_config *cfg)
+{
+    if (!cfg->upstream_tls_verify && strncmp(cfg->upstream, "https:", 6) == 0)
+        diag_log("warn", "upstream_tls_verify is off: the upstream's certificate and host name "
+                         "are not checked");
+}
+
 static void reload(struct daemon *d)
 {
     struct strbuf errors;
@@ -90,6 +98,7 @@ static void reload(struct daemon *d)
         worker_post_generation(&d->workers[i], gen);
     generation_unref(d->gen);
     d->gen = gen;
+    warn_about(gen->cfg);
     metrics_config_reload(d->shared.metrics, true);
     diag_log("info", "configuration reloaded (generation %lu, upstream %s)", gen->number,
              gen->cfg->upstream);
@@ -300,6 +309,7 @@ int main(int argc, char **argv)
         diag_log("info", "mcpeek %s listening on %s:%u%s, upstream %s, %u workers", MCPEEK_VERSION,
                  c->listen[i].host, c->listen[i].port, c->listen[i].tls ? " (tls)" : "",
                  c->upstream, d.n_workers);
+    warn_about(c);
     if (c->admin_listen)
         diag_log("info", "admin endpoints on %s (/healthz /readyz /metrics)", c->admin_listen);
     event_base_dispatch(d.base);

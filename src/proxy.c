@@ -728,6 +728,50 @@ void proxy_abort_exchange(struct exchange *ex)
     exchange_finish(ex);
 }
 
+/* Constant-time comparison: the time taken must not tell how much of a token matched. */
+static bool token_equal(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < alen; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+    return diff == 0;
+}
+
+/* allowed_origins (the MCP spec's DNS-rebinding defence) and auth_tokens_file. */
+static bool access_denied(struct exchange *ex, struct evkeyvalq *in)
+{
+    const struct generation *gen = ex->gen;
+    const char *origin = evhttp_find_header(in, "Origin");
+    if (origin && gen->cfg->n_allowed_origins > 0) {
+        bool allowed = false;
+        for (size_t i = 0; i < gen->cfg->n_allowed_origins && !allowed; i++)
+            allowed = strcmp(origin, gen->cfg->allowed_origins[i]) == 0;
+        if (!allowed) {
+            ex->error = "forbidden_origin";
+            send_rpc_error(ex, 403, -32000, "mcpeek: Origin not allowed");
+            return true;
+        }
+    }
+    if (gen->n_auth_tokens > 0) {
+        const char *auth = evhttp_find_header(in, "Authorization");
+        bool ok = false;
+        if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+            const char *tok = auth + 7;
+            size_t len = strlen(tok);
+            /* Check every token, so the time does not depend on which one matched. */
+            for (size_t i = 0; i < gen->n_auth_tokens; i++)
+                ok |= token_equal(tok, len, gen->auth_tokens[i]);
+        }
+        if (!ok) {
+            ex->error = "unauthorized";
+            send_rpc_error(ex, 401, -32001, "mcpeek: missing or invalid bearer token");
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Answers without contacting the upstream when strict_json rejects the body. */
 static bool strict_rejects(struct exchange *ex)
 {
@@ -803,7 +847,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
         exchange_finish(ex);
         return;
     }
-    if (strict_rejects(ex)) {
+    if (access_denied(ex, in) || strict_rejects(ex)) {
         exchange_finish(ex);
         return;
     }
