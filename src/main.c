@@ -79,10 +79,6 @@ static void reload(struct daemon *d)
         for (size_t i = 0; i < n && i < 8; i++)
             diag_log("warn", "reload: '%s' changed but needs a restart; the old value stays",
                      names[i]);
-        const char *old_log = d->gen->cfg->log_file ? d->gen->cfg->log_file : "-";
-        const char *new_log = cfg->log_file ? cfg->log_file : "-";
-        if (strcmp(old_log, new_log) != 0)
-            diag_log("warn", "reload: 'log_file' changed but needs a restart; the old value stays");
         gen = generation_new(cfg, d->gen->number + 1, &errors);
     }
     if (!gen) {

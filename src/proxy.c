@@ -250,12 +250,14 @@ static void relay_headers(struct exchange *ex)
     evtimer_del(ex->timer);
     metrics_upstream_ok(ex->w->shared->metrics, worker_now_ms());
     evhttp_send_reply_start(ex->req, ex->status, NULL);
+    /* evhttp keeps its request read timeout while it writes (it reads only to notice a
+     * close): a long response or an idle SSE stream would be cut by it. While responding,
+     * only a client that stops accepting bytes times out. */
+    uint32_t ms = ex->gen->cfg->client_send_timeout_ms;
+    struct timeval write_tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(ex->evcon), NULL, &write_tv);
     if (ex->kind == RESPONSE_SSE) {
         metrics_stream_opened(ex->w->metrics);
-        /* An SSE stream may idle for hours: only a stuck write should time out. */
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
-        struct timeval write_tv = {ex->gen->cfg->client_body_timeout_ms / 1000 + 50, 0};
-        bufferevent_set_timeouts(bev, NULL, &write_tv);
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
     }
 }
@@ -658,6 +660,10 @@ static void exchange_finish(struct exchange *ex)
             /* Frees the request too; the client sees the body cut short. */
             evhttp_connection_free(ex->evcon);
         } else {
+            /* Back to the keep-alive idle timeout for the next request. */
+            uint32_t ms = ex->gen->cfg->client_header_timeout_ms;
+            struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+            evhttp_connection_set_timeout_tv(ex->evcon, &tv);
             evhttp_send_reply_end(ex->req);
         }
         ex->req = NULL;

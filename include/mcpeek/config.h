@@ -17,6 +17,9 @@
 #include "mcpeek/accesslog.h"
 #include "mcpeek/strbuf.h"
 
+/* `listen` lines accepted (each worker binds one socket per line). */
+#define CONFIG_LISTEN_MAX 16
+
 struct listen_addr {
     char *host;    /* owned; "127.0.0.1", "::1", "0.0.0.0" */
     uint16_t port;
@@ -38,6 +41,7 @@ struct mcpeek_config {
     unsigned max_connections;    /* per process; 0 = unlimited */
     uint32_t client_header_timeout_ms; /* 10 s */
     uint32_t client_body_timeout_ms;   /* 10 s */
+    uint32_t client_send_timeout_ms;   /* 60 s without progress writing the response */
     uint32_t shutdown_timeout_ms;      /* 10 s */
     bool strict_json;            /* answer invalid JSON-RPC with 400 instead of forwarding */
     char **allowed_origins;      /* NULL = any Origin accepted */
@@ -68,7 +72,7 @@ struct mcpeek_config {
 
     /* metrics and session map */
     unsigned metrics_label_limit; /* distinct label values per label before "other"; 100 */
-    size_t session_map_size;      /* entries per worker; 10000 */
+    size_t session_map_size;      /* entries (one map per process); 10000 */
     uint32_t session_map_ttl_ms;  /* 1 h */
 };
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "mcpeek/accesslog.h"
+#include "mcpeek/config.h"
 #include "mcpeek/generation.h"
 #include "mcpeek/metrics.h"
 #include "mcpeek/session_map.h"
@@ -26,7 +27,7 @@ struct upstream;
 struct evhttp_bound_socket;
 
 /* Listening addresses per worker (`listen` lines). */
-#define WORKER_MAX_LISTEN 16
+#define WORKER_MAX_LISTEN CONFIG_LISTEN_MAX
 
 /* Process-wide objects every worker uses; owned by main, outlive the workers. */
 struct shared {
