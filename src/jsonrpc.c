@@ -47,19 +47,7 @@ static bool jsonrpc_string_is(const json_t *v, const char *lit)
 static char *jsonrpc_copy(const json_t *v, size_t max_string)
 {
     const char *s = json_string_value(v);
-    size_t len;
-    char *copy;
-
-    if (!s)
-        return NULL;
-    len = strnlen(s, json_string_length(v));
-    len = openai_meta_utf8_cut(s, len, max_string);
-    copy = malloc(len + 1);
-    if (!copy)
-        return NULL;
-    memcpy(copy, s, len);
-    copy[len] = '\0';
-    return copy;
+    return s ? openai_meta_copy(s, json_string_length(v), max_string) : NULL;
 }
 
 /* A real id with the fewest digits (15..17) that read back as the same double: 0.1 stays

@@ -106,8 +106,7 @@ size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len)
     return i;
 }
 
-/* Heap copy of s[0..len), stopped at an embedded NUL and capped by openai_meta_utf8_cut. */
-static char *openai_meta_copy(const char *s, size_t len, size_t max_len)
+char *openai_meta_copy(const char *s, size_t len, size_t max_len)
 {
     const char *nul = memchr(s, '\0', len);
     char *copy;
