@@ -22,8 +22,8 @@ struct admin {
     struct strbuf scratch; /* the metrics page, reused per scrape */
 };
 
-static void reply_text(struct evhttp_request *req, int status, const char *ctype,
-                       const char *body, size_t len)
+static void reply_text(struct evhttp_request *req, int status, const char *ctype, const char *body,
+                       size_t len)
 {
     struct evbuffer *buf = evbuffer_new();
     if (!buf) {
@@ -62,9 +62,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
-struct admin *admin_start(struct event_base *base, const char *listen_spec,
-                          struct metrics *metrics, uint32_t readiness_window_ms,
-                          struct strbuf *errors)
+struct admin *admin_start(struct event_base *base, const char *listen_spec, struct metrics *metrics,
+                          uint32_t readiness_window_ms, struct strbuf *errors)
 {
     char host[256];
     unsigned port;

@@ -114,9 +114,10 @@ static void refuse(struct guard *g, const char *head, size_t len, int status, in
     proxy_log_refused(g->w, method, path, ip, status, error);
 
     char body[256];
-    int blen = snprintf(body, sizeof(body),
-                        "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
-                        code, message);
+    int blen =
+        snprintf(body, sizeof(body),
+                 "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
+                 code, message);
     char response[512];
     int rlen = snprintf(response, sizeof(response),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -233,8 +234,8 @@ struct bufferevent *guard_wrap(struct bufferevent *sock, struct worker *w, SSL *
         free(g);
         return NULL;
     }
-    g->filter = bufferevent_filter_new(sock, guard_input, NULL, BEV_OPT_CLOSE_ON_FREE,
-                                       guard_free, g);
+    g->filter =
+        bufferevent_filter_new(sock, guard_input, NULL, BEV_OPT_CLOSE_ON_FREE, guard_free, g);
     if (!g->filter) {
         event_free(g->deadline);
         free(g);

@@ -197,8 +197,8 @@ static int start(struct daemon *d, struct strbuf *errors)
         }
     }
     if (cfg->admin_listen) {
-        d->admin = admin_start(d->base, cfg->admin_listen, d->shared.metrics,
-                               READINESS_WINDOW_MS, errors);
+        d->admin =
+            admin_start(d->base, cfg->admin_listen, d->shared.metrics, READINESS_WINDOW_MS, errors);
         if (!d->admin)
             return -1;
     }

@@ -35,25 +35,25 @@
 
 struct exchange {
     struct worker *w;
-    struct generation *gen; /* one reference, for the exchange's whole life */
-    struct evhttp_request *req;   /* NULL once the client is gone */
+    struct generation *gen;     /* one reference, for the exchange's whole life */
+    struct evhttp_request *req; /* NULL once the client is gone */
     struct evhttp_connection *evcon;
     struct exchange *next, *prev; /* worker->live list */
 
-    CURL *easy;                   /* NULL when no transfer is running */
+    CURL *easy; /* NULL when no transfer is running */
     struct upstream_job job;
     struct curl_slist *req_headers;
     char *url;
-    struct event *timer;          /* response timeout, then stream idle timeout */
+    struct event *timer; /* response timeout, then stream idle timeout */
 
     struct mcp_request rpc;
     bool has_body;
     OpenAiClientContext *session_ctx; /* from the session map, owned */
-    char *session_id;             /* Mcp-Session-Id: request's, else the response's */
+    char *session_id;                 /* Mcp-Session-Id: request's, else the response's */
     char *protocol_version;
     char *path;
     const char *method;
-    const char *tls;              /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
+    const char *tls; /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
     char client_ip[64];
 
     struct timespec started;
@@ -61,9 +61,9 @@ struct exchange {
     uint64_t sent_ns;
     double upstream_ms;
 
-    int status;                   /* upstream status while parsing headers, then sent */
+    int status; /* upstream status while parsing headers, then sent */
     bool headers_sent;
-    bool response_chunked;        /* no Content-Length: the client sees chunked framing */
+    bool response_chunked; /* no Content-Length: the client sees chunked framing */
     bool paused;
     bool finished;
     bool response_has_session;
@@ -71,12 +71,12 @@ struct exchange {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t sse_events;
-    bool sse_newline;             /* last SSE byte (ignoring CR) was '\n' */
-    struct evbuffer *chunk;       /* reused for every chunk sent */
-    struct strbuf peek;           /* start of a JSON answer, for rpc_error_code */
+    bool sse_newline;       /* last SSE byte (ignoring CR) was '\n' */
+    struct evbuffer *chunk; /* reused for every chunk sent */
+    struct strbuf peek;     /* start of a JSON answer, for rpc_error_code */
     bool has_rpc_error;
     long long rpc_error_code;
-    bool close_client;            /* end by closing: the body was cut short */
+    bool close_client; /* end by closing: the body was cut short */
     const char *error;
 };
 
@@ -91,9 +91,9 @@ static double ms_between(uint64_t from_ns, uint64_t to_ns)
 
 static bool header_is_hop_by_hop(const char *name)
 {
-    static const char *const hop[] = {"connection",        "keep-alive", "proxy-authenticate",
+    static const char *const hop[] = {"connection",          "keep-alive", "proxy-authenticate",
                                       "proxy-authorization", "te",         "trailer",
-                                      "transfer-encoding", "upgrade",    "proxy-connection"};
+                                      "transfer-encoding",   "upgrade",    "proxy-connection"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (strcasecmp(name, hop[i]) == 0)
             return true;
@@ -135,15 +135,24 @@ static char *dup_capped(const char *s, size_t max)
 static const char *method_name(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
     }
     return "OTHER";
 }
@@ -161,9 +170,9 @@ static void send_rpc_error(struct exchange *ex, int status, int code, const char
     struct strbuf msg;
     strbuf_init(&msg);
     strbuf_json_string(&msg, message, strlen(message), strlen(message));
-    evbuffer_add_printf(body, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":{\"code\":%d,\"message\":%s}}",
-                        ex->rpc.id_json ? ex->rpc.id_json : "null", code,
-                        msg.data ? msg.data : "\"error\"");
+    evbuffer_add_printf(
+        body, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":{\"code\":%d,\"message\":%s}}",
+        ex->rpc.id_json ? ex->rpc.id_json : "null", code, msg.data ? msg.data : "\"error\"");
     strbuf_free(&msg);
     struct evkeyvalq *out = evhttp_request_get_output_headers(ex->req);
     evhttp_clear_headers(out);
@@ -454,8 +463,7 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     exchange_finish(ex);
 }
 
-static struct curl_slist *build_request_headers(struct exchange *ex, struct evkeyvalq *in,
-                                                bool tls)
+static struct curl_slist *build_request_headers(struct exchange *ex, struct evkeyvalq *in, bool tls)
 {
     struct curl_slist *list = NULL;
     const struct mcpeek_config *cfg = ex->gen->cfg;
@@ -488,8 +496,7 @@ static struct curl_slist *build_request_headers(struct exchange *ex, struct evke
     if (!has_ctype)
         list = curl_slist_append(list, "Content-Type:");
     strbuf_reset(&line);
-    strbuf_printf(&line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "",
-                  ex->client_ip);
+    strbuf_printf(&line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "", ex->client_ip);
     list = curl_slist_append(list, line.data);
     strbuf_reset(&line);
     strbuf_printf(&line, "X-Forwarded-Proto: %s", tls ? "https" : "http");
@@ -606,7 +613,7 @@ static void exchange_log(struct exchange *ex)
         .rpc = ex->has_body ? &ex->rpc : NULL,
         .mcp_session_id = ex->session_id,
         .mcp_protocol_version = ex->protocol_version,
-        .response = !ex->headers_sent ? RESPONSE_NONE
+        .response = !ex->headers_sent                                    ? RESPONSE_NONE
                     : (ex->kind == RESPONSE_OTHER && ex->bytes_out == 0) ? RESPONSE_EMPTY
                                                                          : ex->kind,
         .sse_events = ex->sse_events,
@@ -626,8 +633,8 @@ static void exchange_log(struct exchange *ex)
     accesslog_format(&w->logbuf, &rec, &ex->gen->log_opts);
     if (!w->logbuf.oom && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0)
         metrics_log_line(w->metrics);
-    metrics_exchange(w->metrics, ex->has_body ? ex->rpc.method : NULL, ex->rpc.tool,
-                     rec.status, rec.duration_ms / 1000.0, ex->bytes_in, ex->bytes_out);
+    metrics_exchange(w->metrics, ex->has_body ? ex->rpc.method : NULL, ex->rpc.tool, rec.status,
+                     rec.duration_ms / 1000.0, ex->bytes_in, ex->bytes_out);
 }
 
 static void remember_session(struct exchange *ex)
@@ -834,7 +841,8 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     ex->tls = tls_connection_version(evhttp_connection_get_bufferevent(ex->evcon));
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    ex->session_id = dup_capped(evhttp_find_header(in, "Mcp-Session-Id"), cfg->log_value_max_length);
+    ex->session_id =
+        dup_capped(evhttp_find_header(in, "Mcp-Session-Id"), cfg->log_value_max_length);
     ex->protocol_version =
         dup_capped(evhttp_find_header(in, "MCP-Protocol-Version"), cfg->log_value_max_length);
 

@@ -59,7 +59,8 @@ int server_parse_hostport(const char *spec, char *host, size_t host_size, unsign
 
 int server_bind(const char *host, unsigned port, int reuseport, struct strbuf *errors)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char portstr[8];
@@ -108,8 +109,8 @@ static struct evhttp *front_end(struct worker *w, bool tls)
     if (!http)
         return NULL;
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                         EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(http, NULL);
     evhttp_set_gencb(http, proxy_handle_request, w);
     /* libevent 2.1 tells the bevcb nothing about the listener, hence one evhttp per kind. */

@@ -51,8 +51,8 @@ static void check_finished(struct upstream *up)
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
-                 ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int still;
     curl_multi_socket_action(up->multi, fd, action, &still);
     check_finished(up);

@@ -56,8 +56,8 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-int worker_init(struct worker *w, unsigned index, struct shared *shared,
-                struct generation *gen, struct strbuf *errors)
+int worker_init(struct worker *w, unsigned index, struct shared *shared, struct generation *gen,
+                struct strbuf *errors)
 {
     memset(w, 0, sizeof(*w));
     w->index = index;

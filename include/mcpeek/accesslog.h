@@ -32,21 +32,21 @@ enum response_kind {
 
 /* What one exchange did. Pointers are borrowed for the duration of accesslog_format(). */
 struct exchange_record {
-    struct timespec started;  /* CLOCK_REALTIME when the request headers were complete */
-    double duration_ms;       /* request complete -> last byte relayed (or failure) */
-    double upstream_ms;       /* request sent -> upstream status line; < 0 when none came */
-    const char *http_method;  /* "POST" */
-    const char *path;         /* request path without the query string */
+    struct timespec started; /* CLOCK_REALTIME when the request headers were complete */
+    double duration_ms;      /* request complete -> last byte relayed (or failure) */
+    double upstream_ms;      /* request sent -> upstream status line; < 0 when none came */
+    const char *http_method; /* "POST" */
+    const char *path;        /* request path without the query string */
     const char *client_ip;
-    const char *tls;          /* "TLSv1.3" for HTTPS exchanges, NULL for plain HTTP */
-    int status;               /* status sent to the client; 0 when none was sent */
-    uint64_t bytes_in;        /* request body bytes received */
-    uint64_t bytes_out;       /* response body bytes sent to the client */
+    const char *tls;               /* "TLSv1.3" for HTTPS exchanges, NULL for plain HTTP */
+    int status;                    /* status sent to the client; 0 when none was sent */
+    uint64_t bytes_in;             /* request body bytes received */
+    uint64_t bytes_out;            /* response body bytes sent to the client */
     const struct mcp_request *rpc; /* NULL for requests without a body (GET, DELETE) */
     const char *mcp_session_id;
     const char *mcp_protocol_version;
     enum response_kind response;
-    uint64_t sse_events;      /* complete SSE events relayed */
+    uint64_t sse_events; /* complete SSE events relayed */
     bool has_rpc_error_code;
     long long rpc_error_code; /* error.code of a JSON answer */
     const char *error;        /* mcpeek's cause when the exchange failed, else NULL */

@@ -13,9 +13,8 @@ struct admin;
 struct metrics;
 
 /* `readiness_window_ms`: /readyz is 200 while the upstream answered within this window. */
-struct admin *admin_start(struct event_base *base, const char *listen_spec,
-                          struct metrics *metrics, uint32_t readiness_window_ms,
-                          struct strbuf *errors);
+struct admin *admin_start(struct event_base *base, const char *listen_spec, struct metrics *metrics,
+                          uint32_t readiness_window_ms, struct strbuf *errors);
 void admin_free(struct admin *admin);
 
 #endif

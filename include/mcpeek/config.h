@@ -21,9 +21,9 @@
 #define CONFIG_LISTEN_MAX 16
 
 struct listen_addr {
-    char *host;    /* owned; "127.0.0.1", "::1", "0.0.0.0" */
+    char *host; /* owned; "127.0.0.1", "::1", "0.0.0.0" */
     uint16_t port;
-    bool tls;      /* `listen ADDR tls`: serve HTTPS with tls_cert/tls_key */
+    bool tls; /* `listen ADDR tls`: serve HTTPS with tls_cert/tls_key */
 };
 
 /* All strings are owned by the generation; NULL means unset / off. */
@@ -33,28 +33,28 @@ struct mcpeek_config {
     /* front end */
     struct listen_addr *listen; /* at least one */
     size_t n_listen;
-    char *mcp_path;              /* "/mcp" */
-    int workers;                 /* 0 = one per CPU */
-    char *admin_listen;          /* "127.0.0.1:9464"; NULL = off */
-    size_t max_body_size;        /* 4 MiB */
-    size_t max_header_size;      /* 16 KiB */
-    unsigned max_connections;    /* per process; 0 = unlimited */
+    char *mcp_path;                    /* "/mcp" */
+    int workers;                       /* 0 = one per CPU */
+    char *admin_listen;                /* "127.0.0.1:9464"; NULL = off */
+    size_t max_body_size;              /* 4 MiB */
+    size_t max_header_size;            /* 16 KiB */
+    unsigned max_connections;          /* per process; 0 = unlimited */
     uint32_t client_header_timeout_ms; /* 10 s */
     uint32_t client_body_timeout_ms;   /* 10 s */
     uint32_t client_send_timeout_ms;   /* 60 s without progress writing the response */
     uint32_t shutdown_timeout_ms;      /* 10 s */
-    bool strict_json;            /* answer invalid JSON-RPC with 400 instead of forwarding */
-    char **allowed_origins;      /* NULL = any Origin accepted */
+    bool strict_json;                  /* answer invalid JSON-RPC with 400 instead of forwarding */
+    char **allowed_origins;            /* NULL = any Origin accepted */
     size_t n_allowed_origins;
-    char *auth_tokens_file;      /* NULL = no bearer check by mcpeek */
+    char *auth_tokens_file; /* NULL = no bearer check by mcpeek */
 
     /* upstream */
-    char *upstream;                      /* "http://127.0.0.1:3000/mcp" */
-    char *upstream_host_header;          /* NULL = host of the upstream URL */
+    char *upstream;                        /* "http://127.0.0.1:3000/mcp" */
+    char *upstream_host_header;            /* NULL = host of the upstream URL */
     uint32_t upstream_connect_timeout_ms;  /* 5 s */
     uint32_t upstream_response_timeout_ms; /* 60 s, to the first response byte */
     uint32_t stream_idle_timeout_ms;       /* 0 = off */
-    bool upstream_tls_verify;            /* on */
+    bool upstream_tls_verify;              /* on */
     char *upstream_ca_file;
     char *upstream_tls_cert;
     char *upstream_tls_key;
@@ -65,9 +65,9 @@ struct mcpeek_config {
     char *tls_min_version; /* "TLSv1.2" */
 
     /* logging and privacy */
-    char *log_file;                       /* NULL or "-" = stdout */
+    char *log_file;                          /* NULL or "-" = stdout */
     enum user_location_policy user_location; /* coarse */
-    size_t log_value_max_length;          /* 256 */
+    size_t log_value_max_length;             /* 256 */
     char *pseudonymize_key_file;
 
     /* metrics and session map */
@@ -78,7 +78,7 @@ struct mcpeek_config {
 
 /* One `--flag value` from the command line, kept so reload can apply it again. */
 struct config_override {
-    char *key;   /* config key, e.g. "max_body_size" */
+    char *key; /* config key, e.g. "max_body_size" */
     char *value;
 };
 

@@ -17,15 +17,15 @@
 #include "mcpeek/strbuf.h"
 
 struct generation {
-    struct mcpeek_config *cfg;   /* owned */
+    struct mcpeek_config *cfg; /* owned */
     atomic_uint refs;
-    unsigned long number;        /* 1 for the first load, +1 per successful reload */
-    char *upstream_origin;       /* "scheme://host[:port]" of cfg->upstream, owned */
+    unsigned long number;  /* 1 for the first load, +1 per successful reload */
+    char *upstream_origin; /* "scheme://host[:port]" of cfg->upstream, owned */
     struct accesslog_options log_opts;
-    unsigned char *hmac_key;     /* pseudonymize_key_file content, owned, NULL when unset */
+    unsigned char *hmac_key; /* pseudonymize_key_file content, owned, NULL when unset */
     size_t hmac_key_len;
-    SSL_CTX *tls_ctx;            /* front-end TLS, owned; NULL when no `listen ... tls` */
-    char **auth_tokens;          /* auth_tokens_file lines, owned, NULL when unset */
+    SSL_CTX *tls_ctx;   /* front-end TLS, owned; NULL when no `listen ... tls` */
+    char **auth_tokens; /* auth_tokens_file lines, owned, NULL when unset */
     size_t n_auth_tokens;
 };
 

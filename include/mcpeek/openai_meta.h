@@ -24,11 +24,11 @@ struct openai_user_location {
 
 /* All members are heap strings owned by the context, NULL when absent. */
 typedef struct openai_client_context {
-    char *session_id;      /* openai/session */
-    char *subject_id;      /* openai/subject */
-    char *organization_id; /* openai/organization */
-    char *locale;          /* openai/locale */
-    char *user_agent;      /* openai/userAgent */
+    char *session_id;                           /* openai/session */
+    char *subject_id;                           /* openai/subject */
+    char *organization_id;                      /* openai/organization */
+    char *locale;                               /* openai/locale */
+    char *user_agent;                           /* openai/userAgent */
     struct openai_user_location *user_location; /* openai/userLocation, NULL when absent */
 } OpenAiClientContext;
 

@@ -21,8 +21,8 @@ void session_map_free(struct session_map *map);
 
 /* Stores a deep copy of `ctx` for `session_id` (replacing any older one); now_ms is a
  * monotonic clock in milliseconds. Returns 0, or -1 on allocation failure (map unchanged). */
-int session_map_put(struct session_map *map, const char *session_id,
-                    const OpenAiClientContext *ctx, uint64_t now_ms);
+int session_map_put(struct session_map *map, const char *session_id, const OpenAiClientContext *ctx,
+                    uint64_t now_ms);
 
 /* Returns a deep copy the caller frees with openai_meta_free(), or NULL when unknown or
  * expired. A hit refreshes the entry's LRU position (not its TTL). */

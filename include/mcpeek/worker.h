@@ -42,27 +42,27 @@ struct worker {
     pthread_t thread;
     struct shared *shared;
     struct event_base *base;
-    struct evhttp *http[2];     /* [0] plain HTTP listeners, [1] HTTPS; NULL when none */
+    struct evhttp *http[2]; /* [0] plain HTTP listeners, [1] HTTPS; NULL when none */
     struct evhttp_bound_socket *bound[WORKER_MAX_LISTEN];
     struct evhttp *bound_by[WORKER_MAX_LISTEN]; /* the evhttp each socket belongs to */
     size_t n_bound;
     struct upstream *upstream;
     struct worker_metrics *metrics;
-    struct strbuf logbuf;       /* one log line at a time, reused */
-    struct generation *gen;     /* for new exchanges; one reference held */
+    struct strbuf logbuf;                  /* one log line at a time, reused */
+    struct generation *gen;                /* for new exchanges; one reference held */
     _Atomic(struct generation *) next_gen; /* posted by main, taken by the worker */
-    struct event *wakeup;       /* activated from main: new generation / stop */
-    atomic_bool stop_accepting; /* graceful shutdown requested */
-    atomic_bool stop_now;       /* deadline passed: end everything */
-    atomic_bool exited;         /* the loop returned; the thread can be joined */
-    unsigned exchanges;         /* in flight on this worker */
-    struct exchange *live;      /* list of in-flight exchanges (for forced shutdown) */
+    struct event *wakeup;                  /* activated from main: new generation / stop */
+    atomic_bool stop_accepting;            /* graceful shutdown requested */
+    atomic_bool stop_now;                  /* deadline passed: end everything */
+    atomic_bool exited;                    /* the loop returned; the thread can be joined */
+    unsigned exchanges;                    /* in flight on this worker */
+    struct exchange *live;                 /* list of in-flight exchanges (for forced shutdown) */
 };
 
 /* Creates the worker's loop and binds its listeners from gen->cfg (takes a reference).
  * Returns 0 or -1 with a message in `errors`; nothing is left running on failure. */
-int worker_init(struct worker *w, unsigned index, struct shared *shared,
-                struct generation *gen, struct strbuf *errors);
+int worker_init(struct worker *w, unsigned index, struct shared *shared, struct generation *gen,
+                struct strbuf *errors);
 int worker_start(struct worker *w);
 /* Main thread: hand a new generation over (takes a reference). */
 void worker_post_generation(struct worker *w, struct generation *gen);
