@@ -9,6 +9,13 @@
  * input is discarded (never reset mid-upload, so the client can read the answer) until the
  * client closes or evhttp's idle timeout does. Chunked uploads are left to evhttp's own
  * limit: after one, the guard passes the connection through unchecked.
+ *
+ * Two facts of filters shape the code around it. evhttp counts a response as written once
+ * the filter's output is empty, before the socket bufferevent under it has sent everything,
+ * and it shuts the socket down right then when it is to close: proxy.c therefore leaves
+ * `Connection: close` to the client (leave_close_to_client). And a filter reports output
+ * written synchronously, before evhttp has installed its "response done" callback for the
+ * last bytes of a chunked response: proxy.c triggers that callback once more.
  */
 #include "mcpeek/guard.h"
 
@@ -41,6 +48,7 @@ enum guard_state {
 
 struct guard {
     struct worker *w;
+    struct guard *next, *prev; /* worker->guards */
     struct bufferevent *filter;
     enum guard_state state;
     uint64_t body_left;
@@ -219,6 +227,12 @@ static void guard_free(void *ctx)
         tls_note_handshake_failure();
     if (g->counted)
         atomic_fetch_sub(&g->w->shared->connections, 1);
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        g->w->guards = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
     event_free(g->deadline);
     free(g);
 }
@@ -241,11 +255,16 @@ struct bufferevent *guard_wrap(struct bufferevent *sock, struct worker *w, SSL *
         free(g);
         return NULL;
     }
+
     if (ssl) {
         g->tls = true;
         SSL_set_app_data(ssl, &g->tls_ready);
     }
     bufferevent_setwatermark(sock, EV_WRITE, 0, GUARD_SOCKET_HIGH_WATER);
+    g->next = w->guards;
+    if (w->guards)
+        w->guards->prev = g;
+    w->guards = g;
     unsigned max = w->gen->cfg->max_connections;
     unsigned now = atomic_fetch_add(&w->shared->connections, 1) + 1;
     g->counted = true;
@@ -262,4 +281,15 @@ struct bufferevent *guard_bufferevent_new(struct event_base *base, void *arg)
     if (!bev)
         bufferevent_free(sock);
     return bev;
+}
+
+bool guard_all_flushed(const struct worker *w)
+{
+    for (const struct guard *g = w->guards; g; g = g->next) {
+        struct bufferevent *sock = bufferevent_get_underlying(g->filter);
+        if (evbuffer_get_length(bufferevent_get_output(g->filter)) > 0 ||
+            evbuffer_get_length(bufferevent_get_output(sock)) > 0)
+            return false;
+    }
+    return true;
 }

@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +54,8 @@ struct exchange {
     char *protocol_version;
     char *path;
     const char *method;
-    const char *tls; /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
+    const char *tls;    /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
+    evutil_socket_t fd; /* the client socket, key of worker->by_fd */
     char client_ip[64];
 
     struct timespec started;
@@ -63,7 +65,6 @@ struct exchange {
 
     int status; /* upstream status while parsing headers, then sent */
     bool headers_sent;
-    bool response_chunked; /* no Content-Length: the client sees chunked framing */
     bool paused;
     bool finished;
     bool response_has_session;
@@ -157,6 +158,24 @@ static const char *method_name(enum evhttp_cmd_type cmd)
     return "OTHER";
 }
 
+/* evhttp frees a connection it is to close as soon as the response has left the guard's
+ * filter, before the socket under it has written everything (see guard.c), so the tail of
+ * the response would be lost. Once the response head (saying `Connection: close`) is out,
+ * the closing is left to the client: it reads the whole delimited response, then closes.
+ * A body delimited only by the close (HTTP/1.0, no length) must still be closed by us. */
+static void leave_close_to_client(struct evhttp_request *req, bool delimited)
+{
+    if (!delimited)
+        return;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    while (evhttp_remove_header(in, "Connection") == 0)
+        ;
+    while (evhttp_remove_header(evhttp_request_get_output_headers(req), "Connection") == 0)
+        ;
+    if (req->major == 1 && req->minor == 0)
+        evhttp_add_header(in, "Connection", "keep-alive");
+}
+
 /* ---- responses mcpeek makes itself --------------------------------------------------- */
 
 /* Sends `status` with a JSON-RPC error body naming the request id when known. */
@@ -185,20 +204,55 @@ static void send_rpc_error(struct exchange *ex, int status, int code, const char
     ex->rpc_error_code = code;
     ex->bytes_out += evbuffer_get_length(body);
     ex->headers_sent = true;
+    char length[24];
+    snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
+    evhttp_add_header(out, "Content-Length", length);
     /* evhttp owns the request from here and frees it once the reply is written. */
     evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
-    evhttp_send_reply(ex->req, status, NULL, body);
+    evhttp_send_reply_start(ex->req, status, NULL);
+    leave_close_to_client(ex->req, true);
+    evhttp_send_reply_chunk(ex->req, body);
+    evhttp_send_reply_end(ex->req);
     ex->req = NULL;
     evbuffer_free(body);
 }
 
 /* ---- upstream -> client ------------------------------------------------------------- */
 
+static evutil_socket_t client_fd(struct evhttp_connection *evcon)
+{
+    return bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+}
+
+static void index_exchange(struct exchange *ex, struct exchange *value)
+{
+    struct worker *w = ex->w;
+    evutil_socket_t fd = ex->fd;
+    if (fd < 0)
+        return;
+    if ((size_t)fd >= w->by_fd_len) {
+        if (!value)
+            return;
+        size_t len = (size_t)fd * 2 + 64;
+        struct exchange **grown = realloc(w->by_fd, len * sizeof(*grown));
+        if (!grown)
+            return; /* without the index, a paused transfer resumes at its next chunk */
+        memset(grown + w->by_fd_len, 0, (len - w->by_fd_len) * sizeof(*grown));
+        w->by_fd = grown;
+        w->by_fd_len = len;
+    }
+    if (value || w->by_fd[fd] == ex)
+        w->by_fd[fd] = value;
+}
+
+/* evhttp: everything queued for the client was handed on. `arg` is the worker, never the
+ * exchange: evhttp may call this after the exchange ended, so it is looked up by socket. */
 static void on_client_drained(struct evhttp_connection *evcon, void *arg)
 {
-    (void)evcon;
-    struct exchange *ex = arg;
-    if (ex->paused && ex->easy) {
+    struct worker *w = arg;
+    evutil_socket_t fd = client_fd(evcon);
+    struct exchange *ex = fd >= 0 && (size_t)fd < w->by_fd_len ? w->by_fd[fd] : NULL;
+    if (ex && ex->evcon == evcon && ex->paused && ex->easy) {
         ex->paused = false;
         /* May call on_body() right away with the data curl held back. */
         curl_easy_pause(ex->easy, CURLPAUSE_CONT);
@@ -254,11 +308,12 @@ static void relay_headers(struct exchange *ex)
         ex->session_id = dup_capped(sid, ex->gen->cfg->log_value_max_length);
         ex->response_has_session = true;
     }
-    ex->response_chunked = !evhttp_find_header(out, "Content-Length");
+    bool has_length = evhttp_find_header(out, "Content-Length") != NULL;
     ex->headers_sent = true;
     evtimer_del(ex->timer);
     metrics_upstream_ok(ex->w->shared->metrics, worker_now_ms());
     evhttp_send_reply_start(ex->req, ex->status, NULL);
+    leave_close_to_client(ex->req, has_length || ex->req->chunked);
     /* evhttp keeps its request read timeout while it writes (it reads only to notice a
      * close): a long response or an idle SSE stream would be cut by it. While responding,
      * only a client that stops accepting bytes times out. */
@@ -363,7 +418,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
                       len < JSON_PEEK_MAX - ex->peek.len ? len : JSON_PEEK_MAX - ex->peek.len);
     ex->bytes_out += len;
     evbuffer_add(ex->chunk, data, len);
-    evhttp_send_reply_chunk_with_cb(ex->req, ex->chunk, on_client_drained, ex);
+    evhttp_send_reply_chunk_with_cb(ex->req, ex->chunk, on_client_drained, ex->w);
     if (ex->kind == RESPONSE_SSE && ex->gen->cfg->stream_idle_timeout_ms)
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
     return len;
@@ -654,6 +709,7 @@ static void exchange_finish(struct exchange *ex)
         return;
     ex->finished = true;
     struct worker *w = ex->w;
+    index_exchange(ex, NULL);
     evtimer_del(ex->timer);
     if (ex->easy) {
         upstream_cancel(w->upstream, ex->easy);
@@ -671,7 +727,13 @@ static void exchange_finish(struct exchange *ex)
             uint32_t ms = ex->gen->cfg->client_header_timeout_ms;
             struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
             evhttp_connection_set_timeout_tv(ex->evcon, &tv);
+            bool chunked = ex->req->chunked;
             evhttp_send_reply_end(ex->req);
+            /* The guard's filter may have reported the terminating chunk written before evhttp
+             * installed its completion callback; run the write callback again (it does nothing
+             * while bytes are still queued). */
+            if (chunked)
+                bufferevent_trigger(evhttp_connection_get_bufferevent(ex->evcon), EV_WRITE, 0);
         }
         ex->req = NULL;
     }
@@ -700,9 +762,6 @@ static void exchange_finish(struct exchange *ex)
     free(ex->path);
     generation_unref(ex->gen);
     free(ex);
-
-    if (w->exchanges == 0 && atomic_load(&w->stop_accepting))
-        event_base_loopbreak(w->base);
 }
 
 void proxy_log_refused(struct worker *w, const char *method, const char *path,
@@ -816,6 +875,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     const struct mcpeek_config *cfg = ex->gen->cfg;
     ex->req = req;
     ex->evcon = evhttp_request_get_connection(req);
+    ex->fd = client_fd(ex->evcon);
     clock_gettime(CLOCK_REALTIME, &ex->started);
     ex->started_ns = worker_now_ns();
     ex->upstream_ms = -1;
@@ -872,6 +932,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
     }
     evhttp_connection_set_closecb(ex->evcon, on_client_close, ex);
+    index_exchange(ex, ex);
     ex->req_headers = build_request_headers(ex, in, ex->tls != NULL);
     if (start_upstream(ex, evhttp_request_get_command(req), uri, body, body_len) < 0) {
         ex->error = "upstream_error";

@@ -12,12 +12,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "mcpeek/guard.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/server.h"
 #include "mcpeek/upstream.h"
 
 /* Idle upstream connections each worker keeps open for reuse. */
 #define WORKER_UPSTREAM_IDLE_MAX 128
+/* While stopping gracefully: how often to check that everything was flushed. */
+#define WORKER_DRAIN_POLL_MS 10
+/* After the shutdown deadline: the longest wait for final bytes to reach clients. */
+#define WORKER_FLUSH_CAP_MS 500
 
 uint64_t worker_now_ns(void)
 {
@@ -29,6 +34,17 @@ uint64_t worker_now_ns(void)
 uint64_t worker_now_ms(void)
 {
     return worker_now_ns() / 1000000u;
+}
+
+/* Graceful stop: the loop ends once no exchange is in flight and every response byte has
+ * left for the client (freeing connections earlier would drop what is still queued). */
+static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->exchanges == 0 && guard_all_flushed(w))
+        event_base_loopbreak(w->base);
 }
 
 static void on_wakeup(evutil_socket_t fd, short what, void *arg)
@@ -43,16 +59,17 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
         server_apply_limits(w, next->cfg);
     }
     if (atomic_load(&w->stop_now)) {
-        server_stop_accepting(w);
         while (w->live)
             proxy_abort_exchange(w->live);
-        event_base_loopbreak(w->base);
-        return;
+        /* Give the goodbyes (ends of SSE streams, 503s) a moment to leave, no more. */
+        struct timeval cap = {0, WORKER_FLUSH_CAP_MS * 1000};
+        event_base_loopexit(w->base, &cap);
     }
-    if (atomic_load(&w->stop_accepting)) {
+    if (atomic_load(&w->stop_accepting) && !event_pending(w->drain_poll, EV_TIMEOUT, NULL)) {
         server_stop_accepting(w);
-        if (w->exchanges == 0)
-            event_base_loopbreak(w->base);
+        struct timeval tv = {0, WORKER_DRAIN_POLL_MS * 1000};
+        event_add(w->drain_poll, &tv);
+        on_drain_poll(-1, 0, w);
     }
 }
 
@@ -73,8 +90,9 @@ int worker_init(struct worker *w, unsigned index, struct shared *shared, struct 
     if (!w->base)
         goto fail;
     w->wakeup = event_new(w->base, -1, 0, on_wakeup, w);
+    w->drain_poll = event_new(w->base, -1, EV_PERSIST, on_drain_poll, w);
     w->upstream = upstream_new(w->base, WORKER_UPSTREAM_IDLE_MAX);
-    if (!w->wakeup || !w->upstream)
+    if (!w->wakeup || !w->drain_poll || !w->upstream)
         goto fail;
     if (server_start(w, gen->cfg, errors) < 0)
         goto fail_quiet;
@@ -132,9 +150,15 @@ void worker_join_and_free(struct worker *w)
     for (int i = 0; i < 2; i++)
         if (w->http[i])
             evhttp_free(w->http[i]); /* closes idle keep-alive connections */
+    /* Let libevent finish the frees it deferred to the loop. */
+    if (w->base)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
     upstream_free(w->upstream);
     if (w->wakeup)
         event_free(w->wakeup);
+    if (w->drain_poll)
+        event_free(w->drain_poll);
+    free(w->by_fd);
     if (w->base)
         event_base_free(w->base);
     struct generation *next = atomic_exchange(&w->next_gen, NULL);

@@ -5,6 +5,7 @@
 #define MCPEEK_GUARD_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 
 struct bufferevent;
 struct event_base;
@@ -17,5 +18,8 @@ struct bufferevent *guard_bufferevent_new(struct event_base *base, void *arg);
 /* Layers the guard over `sock` (freed with the result). `ssl` is the connection's SSL for
  * HTTPS (its app data is pointed at the guard's handshake flag), NULL for plain HTTP. */
 struct bufferevent *guard_wrap(struct bufferevent *sock, struct worker *w, SSL *ssl);
+
+/* True when no client connection of the worker has response bytes left to send. */
+bool guard_all_flushed(const struct worker *w);
 
 #endif

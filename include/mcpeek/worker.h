@@ -57,6 +57,12 @@ struct worker {
     atomic_bool exited;                    /* the loop returned; the thread can be joined */
     unsigned exchanges;                    /* in flight on this worker */
     struct exchange *live;                 /* list of in-flight exchanges (for forced shutdown) */
+    /* Exchange in flight on each client socket, indexed by fd: evhttp's write-done
+     * callback outlives exchanges, so it carries the worker and finds the exchange here. */
+    struct exchange **by_fd;
+    size_t by_fd_len;
+    struct guard *guards;     /* every open client connection (graceful shutdown) */
+    struct event *drain_poll; /* while stopping: checks that responses were flushed */
 };
 
 /* Creates the worker's loop and binds its listeners from gen->cfg (takes a reference).
