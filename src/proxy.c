@@ -614,8 +614,12 @@ static int start_upstream(struct exchange *ex, enum evhttp_cmd_type cmd, const c
     curl_easy_setopt(e, CURLOPT_WRITEDATA, ex);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->upstream_tls_verify ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->upstream_tls_verify ? 2L : 0L);
-    if (cfg->upstream_ca_file)
+    if (cfg->upstream_ca_file) {
+        /* This CA only: without clearing CAPATH, Debian's libcurl would also trust the
+         * system store. */
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream_ca_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    }
     if (cfg->upstream_tls_cert) {
         curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->upstream_tls_cert);
         curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->upstream_tls_key);

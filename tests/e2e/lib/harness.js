@@ -77,9 +77,11 @@ export async function waitForPort(port, { timeoutMs = 10000, proc } = {}) {
 // Resolves with { code, signal }.
 export async function stopProcess(child, graceMs = 3000) {
     if (child.exitCode !== null || child.signalCode !== null) {
+        if (!child.closed) await new Promise((resolve) => child.once('close', resolve));
         return { code: child.exitCode, signal: child.signalCode };
     }
-    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    // 'close', not 'exit': a sanitizer report written at exit may still sit unread in the pipe.
+    const exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
     child.kill('SIGTERM');
     const timer = setTimeout(() => { try { child.kill('SIGKILL'); } catch { /* gone */ } }, graceMs);
     const result = await exited;
@@ -100,6 +102,8 @@ export function spawnTracked(t, label, cmd, args, opts = {}) {
     child.exitInfo = null;
     live.add(child);
     child.on('exit', (code, signal) => { child.exitInfo = { code, signal }; live.delete(child); });
+    child.closed = false;
+    child.on('close', () => { child.closed = true; });
     child.on('error', (e) => { err += `spawn error: ${e.message}\n`; });
     if (t) t.after(() => stopProcess(child));
     return child;
