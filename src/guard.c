@@ -223,8 +223,10 @@ static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct e
 static void guard_free(void *ctx)
 {
     struct guard *g = ctx;
-    if (g->tls && !g->tls_ready)
+    if (g->tls && !g->tls_ready) {
         tls_note_handshake_failure();
+        metrics_tls_handshake_failure(g->w->metrics);
+    }
     if (g->counted)
         atomic_fetch_sub(&g->w->shared->connections, 1);
     if (g->prev)

@@ -87,7 +87,7 @@ struct worker_metrics {
     uint32_t series_used;                          /* writer only */
     struct metrics_hist *hist;                     /* owned, one per interned rpc_method index */
     struct metrics_cache method_cache, tool_cache; /* writer only */
-    _Atomic uint64_t bytes_in, bytes_out, log_lines;
+    _Atomic uint64_t bytes_in, bytes_out, log_lines, tls_handshake_failures;
     _Atomic uint64_t streams_opened, streams_closed;
     _Atomic uint64_t upstream_errors[UPSTREAM_ERR_KIND_COUNT];
 };
@@ -474,6 +474,12 @@ void metrics_log_line(struct worker_metrics *wm)
         metrics_add(&wm->log_lines, 1);
 }
 
+void metrics_tls_handshake_failure(struct worker_metrics *wm)
+{
+    if (wm)
+        metrics_add(&wm->tls_handshake_failures, 1);
+}
+
 void metrics_upstream_ok(struct metrics *m, uint64_t now_ms)
 {
     uint64_t cur;
@@ -703,6 +709,9 @@ void metrics_render(struct metrics *m, struct strbuf *out)
 
     metrics_put_counter(out, "mcpeek_log_lines_total", "Access-log lines written.",
                         metrics_sum(m, offsetof(struct worker_metrics, log_lines)));
+    metrics_put_counter(out, "mcpeek_tls_handshake_failures_total",
+                        "HTTPS connections closed before their TLS handshake completed.",
+                        metrics_sum(m, offsetof(struct worker_metrics, tls_handshake_failures)));
     metrics_put_counter(out, "mcpeek_bytes_in_total", "Request body bytes received from clients.",
                         metrics_sum(m, offsetof(struct worker_metrics, bytes_in)));
     metrics_put_counter(out, "mcpeek_bytes_out_total", "Response body bytes sent to clients.",

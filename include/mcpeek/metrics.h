@@ -36,10 +36,12 @@ struct worker_metrics *metrics_worker(struct metrics *m, unsigned worker_index);
 void metrics_exchange(struct worker_metrics *wm, const char *rpc_method, const char *tool,
                       int status, double duration_seconds, uint64_t bytes_in, uint64_t bytes_out);
 void metrics_upstream_error(struct worker_metrics *wm, enum upstream_error_kind kind);
-void metrics_stream_opened(struct worker_metrics *wm);        /* an SSE response started */
-void metrics_stream_closed(struct worker_metrics *wm);        /* ... and ended */
-void metrics_log_line(struct worker_metrics *wm);             /* an access-log line was written */
-void metrics_upstream_ok(struct metrics *m, uint64_t now_ms); /* upstream answered (readyz) */
+void metrics_stream_opened(struct worker_metrics *wm); /* an SSE response started */
+void metrics_stream_closed(struct worker_metrics *wm); /* ... and ended */
+void metrics_log_line(struct worker_metrics *wm);
+/* an HTTPS connection closed before its handshake completed */
+void metrics_tls_handshake_failure(struct worker_metrics *wm); /* an access-log line was written */
+void metrics_upstream_ok(struct metrics *m, uint64_t now_ms);  /* upstream answered (readyz) */
 uint64_t metrics_upstream_last_ok_ms(const struct metrics *m);
 void metrics_config_reload(struct metrics *m, bool success); /* main thread */
 

@@ -356,6 +356,26 @@ static void test_upstream_error_kinds(void **state)
     metrics_free(m);
 }
 
+static void test_tls_handshake_failures_summed(void **state)
+{
+    struct metrics *m = metrics_new(2, 100, "x");
+    char *text;
+
+    (void)state;
+    assert_non_null(m);
+    text = render(m);
+    expect_sample(text, "mcpeek_tls_handshake_failures_total", 0);
+    free(text);
+    metrics_tls_handshake_failure(metrics_worker(m, 0));
+    metrics_tls_handshake_failure(metrics_worker(m, 1));
+    metrics_tls_handshake_failure(metrics_worker(m, 1));
+    metrics_tls_handshake_failure(NULL); /* tolerated, not counted */
+    text = render(m);
+    expect_sample(text, "mcpeek_tls_handshake_failures_total", 3);
+    free(text);
+    metrics_free(m);
+}
+
 static void test_active_streams(void **state)
 {
     struct metrics *m = metrics_new(2, 100, "x");
@@ -758,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_label_limit_other),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_upstream_error_kinds),
+        cmocka_unit_test(test_tls_handshake_failures_summed),
         cmocka_unit_test(test_active_streams),
         cmocka_unit_test(test_process_wide_values),
         cmocka_unit_test(test_help_and_type_lines),
