@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -23,10 +25,14 @@
 #define ACCESSLOG_FILE_MODE 0640
 #define ACCESSLOG_HMAC_PREFIX "hmac-sha256:"
 
+/* Largest batch of lines written at once to a regular file. */
+#define ACCESSLOG_FILE_BATCH_MAX (64 * 1024)
+
 struct accesslog {
     char *path;                  /* owned; NULL when writing to stdout */
     int fd;                      /* owned unless it is stdout */
     _Atomic uint64_t lines;      /* lines written, all threads */
+    size_t batch_max;            /* largest write() that cannot interleave with others */
     pthread_mutex_t reopen_lock; /* serializes reopeners; writers never take it */
 };
 
@@ -374,6 +380,21 @@ static int accesslog_open_fd(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, ACCESSLOG_FILE_MODE);
 }
 
+/* A regular file takes any O_APPEND write() whole; pipes (stdout into journald, a log
+ * shipper) only guarantee it up to PIPE_BUF, beyond which writers may interleave. */
+static size_t accesslog_atomic_size(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        return ACCESSLOG_FILE_BATCH_MAX;
+    return PIPE_BUF;
+}
+
+size_t accesslog_batch_max(const struct accesslog *log)
+{
+    return log->batch_max;
+}
+
 struct accesslog *accesslog_open(const char *path)
 {
     struct accesslog *log;
@@ -391,6 +412,7 @@ struct accesslog *accesslog_open(const char *path)
     atomic_init(&log->lines, 0);
     if (path == NULL || strcmp(path, "-") == 0) {
         log->fd = STDOUT_FILENO;
+        log->batch_max = accesslog_atomic_size(log->fd);
         return log;
     }
     log->path = strdup(path);
@@ -399,6 +421,7 @@ struct accesslog *accesslog_open(const char *path)
     log->fd = accesslog_open_fd(path);
     if (log->fd < 0)
         goto fail;
+    log->batch_max = accesslog_atomic_size(log->fd);
     return log;
 
 fail:
@@ -433,7 +456,10 @@ int accesslog_write(struct accesslog *log, const char *line, size_t len)
         }
         off += (size_t)n;
     }
-    atomic_fetch_add_explicit(&log->lines, 1, memory_order_relaxed);
+    uint64_t lines = 0;
+    for (const char *p = line; (p = memchr(p, '\n', (size_t)(line + len - p))) != NULL; p++)
+        lines++;
+    atomic_fetch_add_explicit(&log->lines, lines, memory_order_relaxed);
     return 0;
 }
 

@@ -688,10 +688,7 @@ static void exchange_log(struct exchange *ex)
         rec.has_rpc_error_code = true;
         rec.rpc_error_code = code;
     }
-    strbuf_reset(&w->logbuf);
-    accesslog_format(&w->logbuf, &rec, &ex->gen->log_opts);
-    if (!w->logbuf.oom && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0)
-        metrics_log_line(w->metrics);
+    worker_log(w, &rec, &ex->gen->log_opts);
     metrics_exchange(w->metrics, ex->has_body ? ex->rpc.method : NULL, ex->rpc.tool, rec.status,
                      rec.duration_ms / 1000.0, ex->bytes_in, ex->bytes_out);
 }
@@ -783,10 +780,7 @@ void proxy_log_refused(struct worker *w, const char *method, const char *path,
         .upstream_ms = -1,
     };
     clock_gettime(CLOCK_REALTIME, &rec.started);
-    strbuf_reset(&w->logbuf);
-    accesslog_format(&w->logbuf, &rec, &w->gen->log_opts);
-    if (!w->logbuf.oom && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0)
-        metrics_log_line(w->metrics);
+    worker_log(w, &rec, &w->gen->log_opts);
     metrics_exchange(w->metrics, NULL, NULL, status, 0, 0, 0);
 }
 

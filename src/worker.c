@@ -22,7 +22,7 @@
 /* While stopping gracefully: how often to check that everything was flushed. */
 #define WORKER_DRAIN_POLL_MS 10
 /* After the shutdown deadline: the longest wait for final bytes to reach clients. */
-#define WORKER_FLUSH_CAP_MS 500
+#define WORKER_FLUSH_CAP_MS 200
 
 uint64_t worker_now_ns(void)
 {
@@ -34,6 +34,53 @@ uint64_t worker_now_ns(void)
 uint64_t worker_now_ms(void)
 {
     return worker_now_ns() / 1000000u;
+}
+
+void worker_flush_log(struct worker *w)
+{
+    if (w->logbuf.len > 0 && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0) {
+        for (unsigned i = 0; i < w->log_pending; i++)
+            metrics_log_line(w->metrics);
+    }
+    strbuf_reset(&w->logbuf);
+    w->log_pending = 0;
+}
+
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker_flush_log(arg);
+}
+
+void worker_log(struct worker *w, const struct exchange_record *rec,
+                const struct accesslog_options *opts)
+{
+    size_t before = w->logbuf.len;
+    accesslog_format(&w->logbuf, rec, opts);
+    if (w->logbuf.oom) {
+        /* Out of memory: keep what was queued before, drop this line. */
+        w->logbuf.oom = false;
+        w->logbuf.len = before;
+        return;
+    }
+    size_t max = accesslog_batch_max(w->shared->log);
+    if (w->logbuf.len > max && before > 0) {
+        /* Write the earlier lines alone, so no write() exceeds what stays atomic. */
+        size_t line_len = w->logbuf.len - before;
+        if (accesslog_write(w->shared->log, w->logbuf.data, before) == 0)
+            for (unsigned i = 0; i < w->log_pending; i++)
+                metrics_log_line(w->metrics);
+        memmove(w->logbuf.data, w->logbuf.data + before, line_len);
+        w->logbuf.len = line_len;
+        w->logbuf.data[line_len] = '\0';
+        w->log_pending = 0;
+    }
+    w->log_pending++;
+    if (w->logbuf.len >= max || !w->log_flush)
+        worker_flush_log(w);
+    else
+        event_active(w->log_flush, 0, 0);
 }
 
 /* Graceful stop: the loop ends once no exchange is in flight and every response byte has
@@ -86,8 +133,18 @@ int worker_init(struct worker *w, unsigned index, struct shared *shared, struct 
     atomic_init(&w->exited, false);
     strbuf_init(&w->logbuf);
     w->metrics = metrics_worker(shared->metrics, index);
-    w->base = event_base_new();
-    if (!w->base)
+    /* The changelist folds the many enable/disable calls of one loop iteration into one
+     * epoll_ctl per socket; three priorities let the log flush run after everything else. */
+    struct event_config *ec = event_config_new();
+    if (ec) {
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
+    if (!w->base || event_base_priority_init(w->base, 3) < 0)
+        goto fail;
+    w->log_flush = event_new(w->base, -1, 0, on_log_flush, w);
+    if (!w->log_flush || event_priority_set(w->log_flush, 2) < 0)
         goto fail;
     w->wakeup = event_new(w->base, -1, 0, on_wakeup, w);
     w->drain_poll = event_new(w->base, -1, EV_PERSIST, on_drain_poll, w);
@@ -109,6 +166,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     /* The wakeup event is not pending, so the loop would exit at once without this. */
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    worker_flush_log(w);
     atomic_store(&w->exited, true);
     return NULL;
 }
@@ -158,6 +216,11 @@ void worker_join_and_free(struct worker *w)
         event_free(w->wakeup);
     if (w->drain_poll)
         event_free(w->drain_poll);
+    if (w->log_flush) {
+        worker_flush_log(w);
+        event_free(w->log_flush);
+        w->log_flush = NULL;
+    }
     free(w->by_fd);
     if (w->base)
         event_base_free(w->base);

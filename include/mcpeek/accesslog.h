@@ -70,8 +70,12 @@ struct accesslog;
 
 /* Opens `path` for appending ("-" or NULL means stdout). NULL on failure, errno set. */
 struct accesslog *accesslog_open(const char *path);
-/* Writes one complete line (must end in '\n') with a single write(); returns 0 or -1. */
+/* Writes complete lines (the data must end in '\n') with a single write() (looping only on
+ * EINTR or a short write); returns 0 or -1. Callers batch lines up to accesslog_batch_max. */
 int accesslog_write(struct accesslog *log, const char *line, size_t len);
+/* The most bytes one accesslog_write may carry and still never interleave with another
+ * thread's: 64 KiB for a regular file, PIPE_BUF for a pipe or socket. */
+size_t accesslog_batch_max(const struct accesslog *log);
 /* Reopens the same path (after logrotate moved it); returns 0 or -1 keeping the old file. */
 int accesslog_reopen(struct accesslog *log);
 /* Lines written since open, summed over all threads. */

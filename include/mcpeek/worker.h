@@ -48,7 +48,9 @@ struct worker {
     size_t n_bound;
     struct upstream *upstream;
     struct worker_metrics *metrics;
-    struct strbuf logbuf;                  /* one log line at a time, reused */
+    struct strbuf logbuf;                  /* formatted log lines not yet written */
+    unsigned log_pending;                  /* lines in logbuf */
+    struct event *log_flush;               /* lowest priority: writes logbuf after the busy work */
     struct generation *gen;                /* for new exchanges; one reference held */
     _Atomic(struct generation *) next_gen; /* posted by main, taken by the worker */
     struct event *wakeup;                  /* activated from main: new generation / stop */
@@ -78,6 +80,13 @@ void worker_post_drain(struct worker *w);
 void worker_post_stop(struct worker *w);
 /* Main thread: joins the thread (after drain/stop) and frees everything. */
 void worker_join_and_free(struct worker *w);
+
+/* Queues the exchange's access-log line. Lines are written in batches (one write() per
+ * loop iteration, or sooner when accesslog_batch_max is reached), never split. */
+void worker_log(struct worker *w, const struct exchange_record *rec,
+                const struct accesslog_options *opts);
+/* Writes the queued lines now. */
+void worker_flush_log(struct worker *w);
 
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t worker_now_ms(void);
