@@ -1,26 +1,105 @@
 /* admin: /healthz, /readyz and /metrics on their own listener, on the main thread.
  *
- * /healthz says the process serves. /readyz says the upstream answered recently: workers
- * record the time of every upstream response, so readiness costs nothing per request.
+ * /healthz says the process serves. /readyz says the upstream answered or accepted a
+ * connection recently: workers record the time of every upstream response (free per
+ * request), and while traffic is quiet a TCP connect probe every READINESS_PROBE_MS keeps
+ * that time fresh, so an idle instance in front of a healthy upstream stays ready.
  */
 #include "mcpeek/admin.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "mcpeek/metrics.h"
 #include "mcpeek/server.h"
 #include "mcpeek/worker.h"
 
+/* How often the upstream is probed when no request has reached it meanwhile. */
+#define READINESS_PROBE_MS 5000
+
 struct admin {
     struct evhttp *http;
+    struct event_base *base;
+    struct event *probe_timer;
+    struct bufferevent *probe; /* connect in progress, or NULL */
+    struct sockaddr_storage upstream_addr;
+    socklen_t upstream_addr_len; /* 0 while the address is unknown */
     struct metrics *metrics;
     uint32_t readiness_window_ms;
     struct strbuf scratch; /* the metrics page, reused per scrape */
 };
+
+static void on_probe_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct admin *admin = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        metrics_upstream_ok(admin->metrics, worker_now_ms());
+    bufferevent_free(bev);
+    admin->probe = NULL;
+}
+
+static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin *admin = arg;
+    uint64_t last = metrics_upstream_last_ok_ms(admin->metrics);
+    if (admin->probe || admin->upstream_addr_len == 0 ||
+        (last != 0 && worker_now_ms() - last < READINESS_PROBE_MS))
+        return;
+    admin->probe = bufferevent_socket_new(admin->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!admin->probe)
+        return;
+    bufferevent_setcb(admin->probe, NULL, NULL, on_probe_event, admin);
+    struct timeval tv = {READINESS_PROBE_MS / 1000, 0};
+    bufferevent_set_timeouts(admin->probe, &tv, &tv);
+    if (bufferevent_socket_connect(admin->probe, (struct sockaddr *)&admin->upstream_addr,
+                                   (int)admin->upstream_addr_len) < 0) {
+        bufferevent_free(admin->probe);
+        admin->probe = NULL;
+    }
+}
+
+void admin_set_upstream(struct admin *admin, const char *origin)
+{
+    /* origin is "scheme://host[:port]"; resolving may block, but only at start and reload. */
+    char host[256] = "", port[8] = "";
+    const char *p = strstr(origin, "://");
+    bool https = strncmp(origin, "https", 5) == 0;
+    admin->upstream_addr_len = 0;
+    if (!p)
+        return;
+    p += 3;
+    const char *end = p[0] == '[' ? strchr(p, ']') : NULL;
+    const char *colon = end ? strchr(end, ':') : strrchr(p, ':');
+    size_t hlen = colon ? (size_t)(colon - p) : strlen(p);
+    if (p[0] == '[') {
+        p++;
+        hlen = end ? (size_t)(end - p) : 0;
+    }
+    if (hlen == 0 || hlen >= sizeof(host))
+        return;
+    memcpy(host, p, hlen);
+    snprintf(port, sizeof(port), "%s", colon ? colon + 1 : (https ? "443" : "80"));
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) == 0 && ai) {
+        memcpy(&admin->upstream_addr, ai->ai_addr, ai->ai_addrlen);
+        admin->upstream_addr_len = ai->ai_addrlen;
+    }
+    if (ai)
+        freeaddrinfo(ai);
+    on_probe_timer(-1, 0, admin); /* know at once, not one interval later */
+}
 
 static void reply_text(struct evhttp_request *req, int status, const char *ctype, const char *body,
                        size_t len)
@@ -75,7 +154,9 @@ struct admin *admin_start(struct event_base *base, const char *listen_spec, stru
     if (!admin)
         return NULL;
     admin->metrics = metrics;
+    admin->base = base;
     admin->readiness_window_ms = readiness_window_ms;
+    admin->probe_timer = event_new(base, -1, EV_PERSIST, on_probe_timer, admin);
     strbuf_init(&admin->scratch);
     admin->http = evhttp_new(base);
     int fd = server_bind(host, port, 0, errors);
@@ -86,6 +167,9 @@ struct admin *admin_start(struct event_base *base, const char *listen_spec, stru
         return NULL;
     }
     evhttp_set_gencb(admin->http, on_request, admin);
+    struct timeval every = {READINESS_PROBE_MS / 1000, (READINESS_PROBE_MS % 1000) * 1000};
+    if (admin->probe_timer)
+        event_add(admin->probe_timer, &every);
     return admin;
 }
 
@@ -95,6 +179,10 @@ void admin_free(struct admin *admin)
         return;
     if (admin->http)
         evhttp_free(admin->http);
+    if (admin->probe)
+        bufferevent_free(admin->probe);
+    if (admin->probe_timer)
+        event_free(admin->probe_timer);
     strbuf_free(&admin->scratch);
     free(admin);
 }

@@ -27,7 +27,7 @@
 /* How often the main loop checks whether draining workers are done. */
 #define DRAIN_POLL_MS 20
 /* /readyz: the upstream must have answered within this window. */
-#define READINESS_WINDOW_MS 60000
+#define READINESS_WINDOW_MS 15000
 
 struct daemon {
     struct event_base *base;
@@ -94,6 +94,8 @@ static void reload(struct daemon *d)
         worker_post_generation(&d->workers[i], gen);
     generation_unref(d->gen);
     d->gen = gen;
+    if (d->admin)
+        admin_set_upstream(d->admin, gen->upstream_origin);
     warn_about(gen->cfg);
     metrics_config_reload(d->shared.metrics, true);
     diag_log("info", "configuration reloaded (generation %lu, upstream %s)", gen->number,
@@ -201,6 +203,7 @@ static int start(struct daemon *d, struct strbuf *errors)
             admin_start(d->base, cfg->admin_listen, d->shared.metrics, READINESS_WINDOW_MS, errors);
         if (!d->admin)
             return -1;
+        admin_set_upstream(d->admin, d->gen->upstream_origin);
     }
     for (unsigned i = 0; i < d->n_workers; i++) {
         if (worker_start(&d->workers[i]) < 0) {

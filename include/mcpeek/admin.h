@@ -16,5 +16,8 @@ struct metrics;
 struct admin *admin_start(struct event_base *base, const char *listen_spec, struct metrics *metrics,
                           uint32_t readiness_window_ms, struct strbuf *errors);
 void admin_free(struct admin *admin);
+/* Where the readiness probe connects: the upstream origin "scheme://host[:port]". Resolved
+ * here (blocking), so call it at start and reload only. */
+void admin_set_upstream(struct admin *admin, const char *origin);
 
 #endif
