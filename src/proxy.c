@@ -120,6 +120,13 @@ static bool header_named_in(const char *connection, const char *name)
     return false;
 }
 
+/* Values copied from requests are kept one UTF-8 character longer than the log shows, so
+ * the log line can mark a cut value with "..." (accesslog caps at log_value_max_length). */
+static size_t kept_len(const struct mcpeek_config *cfg)
+{
+    return cfg->log_value_max_length + 4;
+}
+
 static char *dup_capped(const char *s, size_t max)
 {
     if (!s)
@@ -305,7 +312,7 @@ static void relay_headers(struct exchange *ex)
     ex->kind = classify_response(ex, out);
     const char *sid = evhttp_find_header(out, "Mcp-Session-Id");
     if (sid && !ex->session_id) {
-        ex->session_id = dup_capped(sid, ex->gen->cfg->log_value_max_length);
+        ex->session_id = dup_capped(sid, kept_len(ex->gen->cfg));
         ex->response_has_session = true;
     }
     bool has_length = evhttp_find_header(out, "Content-Length") != NULL;
@@ -725,7 +732,7 @@ static void exchange_finish(struct exchange *ex)
             evhttp_connection_free(ex->evcon);
         } else {
             /* Back to the keep-alive idle timeout for the next request. */
-            uint32_t ms = ex->gen->cfg->client_header_timeout_ms;
+            uint32_t ms = ex->gen->cfg->client_header_timeout_ms + 1000; /* as server.c */
             struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
             evhttp_connection_set_timeout_tv(ex->evcon, &tv);
             bool chunked = ex->req->chunked;
@@ -890,7 +897,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     const char *uri = evhttp_request_get_uri(req);
     size_t path_len = strcspn(uri, "?");
     char *path = strndup(uri, path_len);
-    ex->path = dup_capped(path ? path : "", cfg->log_value_max_length);
+    ex->path = dup_capped(path ? path : "", kept_len(cfg));
     free(path);
     char *peer = NULL;
     ev_uint16_t peer_port = 0;
@@ -899,10 +906,9 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     ex->tls = tls_connection_version(evhttp_connection_get_bufferevent(ex->evcon));
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    ex->session_id =
-        dup_capped(evhttp_find_header(in, "Mcp-Session-Id"), cfg->log_value_max_length);
+    ex->session_id = dup_capped(evhttp_find_header(in, "Mcp-Session-Id"), kept_len(cfg));
     ex->protocol_version =
-        dup_capped(evhttp_find_header(in, "MCP-Protocol-Version"), cfg->log_value_max_length);
+        dup_capped(evhttp_find_header(in, "MCP-Protocol-Version"), kept_len(cfg));
 
     struct evbuffer *input = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(input);
@@ -911,7 +917,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     if (body_len > 0) {
         body = (const char *)evbuffer_pullup(input, -1);
         ex->has_body = true;
-        jsonrpc_parse(body, body_len, cfg->log_value_max_length, &ex->rpc);
+        jsonrpc_parse(body, body_len, kept_len(cfg), &ex->rpc);
     }
     if (!ex->timer || !ex->chunk) {
         ex->error = "out_of_memory";

@@ -88,8 +88,11 @@ int server_bind(const char *host, unsigned port, int reuseport, struct strbuf *e
 
 void server_apply_limits(struct worker *w, const struct mcpeek_config *cfg)
 {
-    struct timeval tv = {cfg->client_header_timeout_ms / 1000,
-                         (suseconds_t)(cfg->client_header_timeout_ms % 1000) * 1000};
+    /* evhttp's own read timeout (also the keep-alive idle timeout) runs a second past the
+     * guard's header deadline, so a trickling client gets the guard's 408 and its log line
+     * rather than a silent close. */
+    uint32_t ms = cfg->client_header_timeout_ms + 1000;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
     for (int i = 0; i < 2; i++) {
         if (!w->http[i])
             continue;
