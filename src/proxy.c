@@ -25,6 +25,7 @@
 
 #include "mcpeek/accesslog.h"
 #include "mcpeek/jsonrpc.h"
+#include "mcpeek/sse.h"
 #include "mcpeek/tls.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
@@ -71,8 +72,8 @@ struct exchange {
     enum response_kind kind;
     uint64_t bytes_in;
     uint64_t bytes_out;
-    uint64_t sse_events;
-    bool sse_newline;       /* last SSE byte (ignoring CR) was '\n' */
+    struct sse_counter sse; /* events relayed, for the log line */
+
     struct evbuffer *chunk; /* reused for every chunk sent */
     struct strbuf peek;     /* start of a JSON answer, for rpc_error_code */
     bool has_rpc_error;
@@ -380,28 +381,6 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
     return len;
 }
 
-static void count_sse_events(struct exchange *ex, const char *data, size_t len)
-{
-    /* An event ends at a blank line: "\n\n" (CRs ignored, so "\r\n\r\n" counts too). */
-    bool nl = ex->sse_newline;
-    for (size_t i = 0; i < len; i++) {
-        char c = data[i];
-        if (c == '\r')
-            continue;
-        if (c == '\n') {
-            if (nl) {
-                ex->sse_events++;
-                nl = false;
-            } else {
-                nl = true;
-            }
-        } else {
-            nl = false;
-        }
-    }
-    ex->sse_newline = nl;
-}
-
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
     struct exchange *ex = arg;
@@ -419,7 +398,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         return CURL_WRITEFUNC_PAUSE;
     }
     if (ex->kind == RESPONSE_SSE)
-        count_sse_events(ex, data, len);
+        sse_counter_feed(&ex->sse, data, len);
     else if (ex->kind == RESPONSE_JSON && ex->peek.len < JSON_PEEK_MAX)
         strbuf_append(&ex->peek, data,
                       len < JSON_PEEK_MAX - ex->peek.len ? len : JSON_PEEK_MAX - ex->peek.len);
@@ -682,7 +661,7 @@ static void exchange_log(struct exchange *ex)
         .response = !ex->headers_sent                                    ? RESPONSE_NONE
                     : (ex->kind == RESPONSE_OTHER && ex->bytes_out == 0) ? RESPONSE_EMPTY
                                                                          : ex->kind,
-        .sse_events = ex->sse_events,
+        .sse_events = ex->sse.events,
         .error = ex->error,
         .session_openai = ex->session_ctx,
     };
