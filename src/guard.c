@@ -7,8 +7,9 @@
  * body trickled past its deadline 408, a connection over max_connections 503 — each with
  * a JSON-RPC error body and one access-log line. After a refusal the rest of the client's
  * input is discarded (never reset mid-upload, so the client can read the answer) until the
- * client closes or evhttp's idle timeout does. Chunked uploads are left to evhttp's own
- * limit: after one, the guard passes the connection through unchecked.
+ * client closes or evhttp's idle timeout does. Chunked uploads are followed chunk by chunk
+ * and counted against the same limit; conflicting framing (two Content-Lengths, or one
+ * beside Transfer-Encoding) is refused with 400, the request-smuggling defence.
  *
  * Two facts of filters shape the code around it. evhttp counts a response as written once
  * the filter's output is empty, before the socket bufferevent under it has sent everything,
@@ -24,6 +25,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,12 +40,17 @@
 /* Output waiting in the kernel-facing buffer before the filter holds data back; proxy.c
  * pauses the upstream when the filter's own buffer fills (backpressure). */
 #define GUARD_SOCKET_HIGH_WATER (64 * 1024)
+/* Longest chunk-size or trailer line of a chunked upload. */
+#define GUARD_CHUNK_LINE_MAX 1024
 
 enum guard_state {
-    GUARD_HEAD,    /* waiting for a complete request head */
-    GUARD_BODY,    /* passing `body_left` body bytes */
-    GUARD_PASS,    /* unchecked from here on (after a chunked upload) */
-    GUARD_DISCARD, /* refused: drop everything the client sends */
+    GUARD_HEAD,          /* waiting for a complete request head */
+    GUARD_BODY,          /* passing `body_left` body bytes */
+    GUARD_CHUNK_SIZE,    /* chunked upload: expecting a chunk-size line */
+    GUARD_CHUNK_DATA,    /* passing `body_left` bytes of chunk data */
+    GUARD_CHUNK_END,     /* the line end after chunk data */
+    GUARD_CHUNK_TRAILER, /* trailer lines up to the blank line ending the request */
+    GUARD_DISCARD,       /* refused: drop everything the client sends */
 };
 
 struct guard {
@@ -52,6 +59,7 @@ struct guard {
     struct bufferevent *filter;
     enum guard_state state;
     uint64_t body_left;
+    uint64_t chunked_total; /* body bytes announced so far in a chunked upload */
     struct event *deadline;
     bool counted; /* holds one of shared->connections */
     bool over_limit;
@@ -59,10 +67,15 @@ struct guard {
     bool tls_ready; /* its handshake completed (set through SSL app data by tls.c) */
 };
 
-static uint64_t parse_content_length(const char *head, size_t len, bool *chunked)
+/* How the request head frames its body. Conflicting or doubtful framing is refused: two
+ * different Content-Lengths, or Content-Length beside Transfer-Encoding, is how requests
+ * are smuggled past one parser and read differently by the next. */
+enum body_framing { BODY_LENGTH, BODY_CHUNKED, BODY_INVALID };
+
+static enum body_framing body_framing(const char *head, size_t len, uint64_t *length)
 {
-    uint64_t cl = 0;
-    *chunked = false;
+    bool has_length = false, chunked = false, other_coding = false;
+    *length = 0;
     const char *p = head;
     const char *end = head + len;
     while (p < end) {
@@ -71,16 +84,32 @@ static uint64_t parse_content_length(const char *head, size_t len, bool *chunked
             eol = end;
         size_t n = (size_t)(eol - p);
         if (n > 15 && strncasecmp(p, "content-length:", 15) == 0) {
-            cl = strtoull(p + 15, NULL, 10);
+            const char *v = p + 15;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            char *stop;
+            errno = 0;
+            unsigned long long value = strtoull(v, &stop, 10);
+            while (stop < eol && (*stop == ' ' || *stop == '\t' || *stop == '\r'))
+                stop++;
+            if (stop == v || stop != eol || errno || *v == '-' || (has_length && value != *length))
+                return BODY_INVALID;
+            has_length = true;
+            *length = value;
         } else if (n > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0) {
-            /* Any transfer coding ends in chunked for a request with a body. */
+            bool found = false;
             for (const char *q = p + 18; q + 7 <= eol; q++)
-                if (strncasecmp(q, "chunked", 7) == 0)
-                    *chunked = true;
+                found |= strncasecmp(q, "chunked", 7) == 0;
+            chunked |= found;
+            other_coding |= !found;
         }
         p = eol + 1;
     }
-    return cl;
+    if ((chunked || other_coding) && has_length)
+        return BODY_INVALID;
+    if (other_coding && !chunked)
+        return BODY_INVALID;
+    return chunked ? BODY_CHUNKED : BODY_LENGTH;
 }
 
 /* Offset just past the blank line ending the head, or 0 when not complete yet. */
@@ -115,17 +144,20 @@ static void peer_ip(struct guard *g, char *ip, size_t size)
 static void refuse(struct guard *g, const char *head, size_t len, int status, int code,
                    const char *message, const char *error)
 {
-    char method[16] = "", path[512] = "", ip[64];
-    sscanf(len ? head : "", "%15s %511s", method, path);
+    char method[16] = "", path[512] = "", ip[64], line[600];
+    /* The head is not NUL terminated: read its start from a terminated copy. */
+    size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
+    memcpy(line, head, n);
+    line[n] = '\0';
+    sscanf(line, "%15s %511s", method, path);
     path[strcspn(path, "?")] = '\0';
     peer_ip(g, ip, sizeof(ip));
-    proxy_log_refused(g->w, method, path, ip, status, error);
-
     char body[256];
     int blen =
         snprintf(body, sizeof(body),
                  "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
                  code, message);
+    proxy_log_refused(g->w, method, path, ip, status, error, (size_t)blen);
     char response[512];
     int rlen = snprintf(response, sizeof(response),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -153,6 +185,76 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     refuse(g, head, len < 600 ? len : 600, 408, -32600, "Request Timeout", "client_timeout");
 }
 
+/* Moves one line (through its '\n') from src to dst; returns its length without the line
+ * end, or -1 when no complete line is there yet (-2 when it is longer than `max`). */
+static ev_ssize_t pass_line(struct evbuffer *src, struct evbuffer *dst, char *copy, size_t max)
+{
+    struct evbuffer_ptr eol = evbuffer_search(src, "\n", 1, NULL);
+    if (eol.pos < 0)
+        return evbuffer_get_length(src) > max ? -2 : -1;
+    size_t len = (size_t)eol.pos;
+    if (len > max)
+        return -2;
+    evbuffer_copyout(src, copy, len);
+    copy[len] = '\0';
+    if (len > 0 && copy[len - 1] == '\r')
+        copy[--len] = '\0';
+    evbuffer_remove_buffer(src, dst, (size_t)eol.pos + 1);
+    return (ev_ssize_t)len;
+}
+
+/* Chunked upload: follows the framing to find where the request ends and to count the body
+ * against max_body_size before evhttp reads it. Returns false after a refusal. */
+static bool pass_chunked(struct guard *g, struct evbuffer *src, struct evbuffer *dst,
+                         const struct mcpeek_config *cfg)
+{
+    char line[GUARD_CHUNK_LINE_MAX + 1];
+    for (;;) {
+        size_t len = evbuffer_get_length(src);
+        if (len == 0)
+            return true;
+        if (g->state == GUARD_CHUNK_DATA) {
+            size_t n = len < g->body_left ? len : (size_t)g->body_left;
+            evbuffer_remove_buffer(src, dst, n);
+            g->body_left -= n;
+            if (g->body_left == 0)
+                g->state = GUARD_CHUNK_END;
+            continue;
+        }
+        ev_ssize_t n = pass_line(src, dst, line, GUARD_CHUNK_LINE_MAX);
+        if (n == -1)
+            return true;
+        if (n == -2 || (g->state == GUARD_CHUNK_END && n != 0)) {
+            refuse(g, "", 0, 400, -32600, "Bad Request", "bad_request");
+            return false;
+        }
+        if (g->state == GUARD_CHUNK_END) {
+            g->state = GUARD_CHUNK_SIZE;
+        } else if (g->state == GUARD_CHUNK_TRAILER) {
+            if (n == 0) {
+                g->state = GUARD_HEAD;
+                evtimer_del(g->deadline);
+                return true;
+            }
+        } else { /* GUARD_CHUNK_SIZE */
+            char *stop;
+            errno = 0;
+            unsigned long long size = strtoull(line, &stop, 16);
+            if (stop == line || errno || (*stop && *stop != ';' && *stop != ' ')) {
+                refuse(g, "", 0, 400, -32600, "Bad Request", "bad_request");
+                return false;
+            }
+            if (size > cfg->max_body_size || g->chunked_total + size > cfg->max_body_size) {
+                refuse(g, "", 0, 413, -32600, "Payload Too Large", "body_too_large");
+                return false;
+            }
+            g->chunked_total += size;
+            g->body_left = size;
+            g->state = size ? GUARD_CHUNK_DATA : GUARD_CHUNK_TRAILER;
+        }
+    }
+}
+
 static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct evbuffer *dst,
                                                   ev_ssize_t limit,
                                                   enum bufferevent_flush_mode mode, void *ctx)
@@ -169,9 +271,6 @@ static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct e
         case GUARD_DISCARD:
             evbuffer_drain(src, len);
             return BEV_OK;
-        case GUARD_PASS:
-            evbuffer_remove_buffer(src, dst, len);
-            return BEV_OK;
         case GUARD_BODY: {
             size_t n = len < g->body_left ? len : (size_t)g->body_left;
             evbuffer_remove_buffer(src, dst, n);
@@ -182,6 +281,15 @@ static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct e
             }
             continue;
         }
+        case GUARD_CHUNK_SIZE:
+        case GUARD_CHUNK_DATA:
+        case GUARD_CHUNK_END:
+        case GUARD_CHUNK_TRAILER:
+            if (!pass_chunked(g, src, dst, cfg))
+                continue; /* refused: the rest is discarded */
+            if (g->state != GUARD_HEAD)
+                return BEV_OK;
+            continue;
         case GUARD_HEAD:
             break;
         }
@@ -202,19 +310,25 @@ static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct e
                 arm_deadline(g, cfg->client_header_timeout_ms);
             return BEV_NEED_MORE;
         }
-        bool chunked;
-        uint64_t cl = parse_content_length(data, end, &chunked);
-        if (cl > cfg->max_body_size) {
+        uint64_t length;
+        enum body_framing framing = body_framing(data, end, &length);
+        if (framing == BODY_INVALID) {
+            refuse(g, data, end, 400, -32600, "Bad Request", "bad_request");
+            continue;
+        }
+        if (framing == BODY_LENGTH && length > cfg->max_body_size) {
             refuse(g, data, end, 413, -32600, "Payload Too Large", "body_too_large");
             continue;
         }
         evbuffer_remove_buffer(src, dst, end);
         evtimer_del(g->deadline);
-        if (chunked) {
-            g->state = GUARD_PASS;
-        } else if (cl > 0) {
+        g->chunked_total = 0;
+        if (framing == BODY_CHUNKED) {
+            g->state = GUARD_CHUNK_SIZE;
+            arm_deadline(g, cfg->client_body_timeout_ms);
+        } else if (length > 0) {
             g->state = GUARD_BODY;
-            g->body_left = cl;
+            g->body_left = length;
             arm_deadline(g, cfg->client_body_timeout_ms);
         }
     }

@@ -43,7 +43,7 @@ static bool jsonrpc_string_is(const json_t *v, const char *lit)
            memcmp(json_string_value(v), lit, n) == 0;
 }
 
-/* Capped heap copy of a JSON string (stops at an embedded NUL); NULL if not a string. */
+/* Capped heap copy of a JSON string (NULs become U+FFFD); NULL if not a string. */
 static char *jsonrpc_copy(const json_t *v, size_t max_string)
 {
     const char *s = json_string_value(v);

@@ -108,17 +108,36 @@ size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len)
 
 char *openai_meta_copy(const char *s, size_t len, size_t max_len)
 {
-    const char *nul = memchr(s, '\0', len);
-    char *copy;
-
-    if (nul)
-        len = (size_t)(nul - s);
-    len = openai_meta_utf8_cut(s, len, max_len);
-    copy = malloc(len + 1);
-    if (!copy)
-        return NULL;
-    memcpy(copy, s, len);
-    copy[len] = '\0';
+    /* An embedded NUL (JSON "\u0000") would end the C string early and hide what follows:
+     * each one becomes U+FFFD instead, so the value stays whole and visibly marked. */
+    size_t nuls = 0;
+    for (const char *p = s; (p = memchr(p, '\0', (size_t)(s + len - p))) != NULL; p++)
+        nuls++;
+    const char *src = s;
+    char *marked = NULL;
+    if (nuls) {
+        marked = malloc(len + nuls * 2);
+        if (!marked)
+            return NULL;
+        size_t o = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (s[i] == '\0') {
+                memcpy(marked + o, "\xEF\xBF\xBD", 3);
+                o += 3;
+            } else {
+                marked[o++] = s[i];
+            }
+        }
+        src = marked;
+        len = o;
+    }
+    len = openai_meta_utf8_cut(src, len, max_len);
+    char *copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, src, len);
+        copy[len] = '\0';
+    }
+    free(marked);
     return copy;
 }
 

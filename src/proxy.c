@@ -32,6 +32,8 @@
 
 /* Pause the upstream while this much is waiting in the client's socket buffer. */
 #define CLIENT_HIGH_WATER (256 * 1024)
+/* While waiting for a close-delimited response to reach the client: check interval. */
+#define PROXY_FLUSH_POLL_MS 5
 /* Bytes of a JSON answer kept to read its error.code for the log line. */
 #define JSON_PEEK_MAX (64 * 1024)
 
@@ -78,7 +80,9 @@ struct exchange {
     struct strbuf peek;     /* start of a JSON answer, for rpc_error_code */
     bool has_rpc_error;
     long long rpc_error_code;
-    bool close_client; /* end by closing: the body was cut short */
+    bool close_client;   /* end by closing: the body was cut short */
+    bool delimited;      /* the response has a length or chunked framing (else: ends at close) */
+    bool awaiting_flush; /* finished upstream-side, waiting for the client to get every byte */
     const char *error;
 };
 
@@ -321,7 +325,8 @@ static void relay_headers(struct exchange *ex)
     evtimer_del(ex->timer);
     metrics_upstream_ok(ex->w->shared->metrics, worker_now_ms());
     evhttp_send_reply_start(ex->req, ex->status, NULL);
-    leave_close_to_client(ex->req, has_length || ex->req->chunked);
+    ex->delimited = has_length || ex->req->chunked;
+    leave_close_to_client(ex->req, ex->delimited);
     /* evhttp keeps its request read timeout while it writes (it reads only to notice a
      * close): a long response or an idle SSE stream would be cut by it. While responding,
      * only a client that stops accepting bytes times out. */
@@ -474,6 +479,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct exchange *ex = arg;
+    if (ex->awaiting_flush) {
+        exchange_finish(ex);
+        return;
+    }
     if (ex->easy) {
         upstream_cancel(ex->w->upstream, ex->easy);
         ex->easy = NULL;
@@ -690,10 +699,27 @@ static void remember_session(struct exchange *ex)
         session_map_put(map, ex->session_id, ex->rpc.openai, worker_now_ms());
 }
 
+/* Response bytes still queued for the client (guard filter or socket bufferevent). */
+static bool client_output_pending(const struct exchange *ex)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
+    struct bufferevent *sock = bufferevent_get_underlying(bev);
+    return evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+           (sock && evbuffer_get_length(bufferevent_get_output(sock)) > 0);
+}
+
 static void exchange_finish(struct exchange *ex)
 {
     if (ex->finished)
         return;
+    /* A body that ends at the close (HTTP/1.0 client, no length): evhttp shuts the socket
+     * down as soon as we end the reply, so first let every byte leave (see guard.c). */
+    ex->awaiting_flush = ex->req && ex->headers_sent && !ex->delimited && !ex->close_client &&
+                         client_output_pending(ex);
+    if (ex->awaiting_flush) {
+        set_timer(ex, PROXY_FLUSH_POLL_MS);
+        return;
+    }
     ex->finished = true;
     struct worker *w = ex->w;
     index_exchange(ex, NULL);
@@ -752,13 +778,14 @@ static void exchange_finish(struct exchange *ex)
 }
 
 void proxy_log_refused(struct worker *w, const char *method, const char *path,
-                       const char *client_ip, int status, const char *error)
+                       const char *client_ip, int status, const char *error, size_t bytes_out)
 {
     struct exchange_record rec = {
         .http_method = method,
         .path = path,
         .client_ip = client_ip,
         .status = status,
+        .bytes_out = bytes_out,
         .response = RESPONSE_JSON,
         .has_rpc_error_code = true,
         .rpc_error_code = status == 503 ? -32000 : -32600,
@@ -779,8 +806,8 @@ void proxy_abort_exchange(struct exchange *ex)
     }
     if (!ex->headers_sent)
         send_rpc_error(ex, 503, -32000, "mcpeek: shutting down");
-    else if (ex->kind != RESPONSE_SSE)
-        ex->close_client = true;
+    else if (ex->kind != RESPONSE_SSE || !ex->delimited)
+        ex->close_client = true; /* never waits: the worker is stopping now */
     exchange_finish(ex);
 }
 

@@ -24,6 +24,11 @@
 #include "mcpeek/tls.h"
 #include "mcpeek/worker.h"
 
+/* evhttp's own limits sit this far above the guard's, so they never trigger: evhttp would
+ * answer with an HTML page, call no user code, and its error path does not survive a
+ * filter under it. */
+#define SERVER_BACKSTOP_SLACK (64 * 1024)
+
 /* Pending connections per listening socket. */
 #define LISTEN_BACKLOG 1024
 
@@ -96,10 +101,11 @@ void server_apply_limits(struct worker *w, const struct mcpeek_config *cfg)
     for (int i = 0; i < 2; i++) {
         if (!w->http[i])
             continue;
-        /* guard.c refuses oversized heads and bodies with JSON first; these stay as the
-         * backstop for what the guard does not check (chunked uploads). */
-        evhttp_set_max_body_size(w->http[i], (ev_ssize_t)cfg->max_body_size);
-        evhttp_set_max_headers_size(w->http[i], (ev_ssize_t)cfg->max_header_size);
+        /* guard.c enforces the real limits (JSON errors, chunked uploads included). */
+        evhttp_set_max_body_size(w->http[i],
+                                 (ev_ssize_t)cfg->max_body_size + SERVER_BACKSTOP_SLACK);
+        evhttp_set_max_headers_size(w->http[i],
+                                    (ev_ssize_t)cfg->max_header_size + SERVER_BACKSTOP_SLACK);
         evhttp_set_timeout_tv(w->http[i], &tv);
     }
 }

@@ -47,8 +47,8 @@ void openai_meta_free(OpenAiClientContext *ctx);
  * never hands us one, but the cap must not trust that). jsonrpc.c caps its copies with it. */
 size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len);
 
-/* Heap copy of s[0..len), stopped at an embedded NUL and capped by openai_meta_utf8_cut.
- * NULL on allocation failure. */
+/* Heap copy of s[0..len) with each embedded NUL replaced by U+FFFD, capped by
+ * openai_meta_utf8_cut. NULL on allocation failure. */
 char *openai_meta_copy(const char *s, size_t len, size_t max_len);
 
 #endif

@@ -7,6 +7,8 @@
 #ifndef MCPEEK_PROXY_H
 #define MCPEEK_PROXY_H
 
+#include <stddef.h>
+
 struct evhttp_request;
 struct worker;
 struct exchange;
@@ -20,6 +22,6 @@ void proxy_abort_exchange(struct exchange *ex);
 
 /* Writes the log line of a request refused before evhttp parsed it (guard.c). */
 void proxy_log_refused(struct worker *w, const char *method, const char *path,
-                       const char *client_ip, int status, const char *error);
+                       const char *client_ip, int status, const char *error, size_t bytes_out);
 
 #endif

@@ -294,14 +294,19 @@ static void test_empty_string_is_kept(void **state)
     openai_meta_free(ctx);
 }
 
-static void test_embedded_nul_ends_the_copy(void **state)
+/* A NUL would end the C string and hide the rest: it is kept visible as U+FFFD. */
+static void test_embedded_nul_becomes_replacement_character(void **state)
 {
     (void)state;
-    OpenAiClientContext *ctx = extract_text("{\"openai/session\": \"abc\\u0000def\"}", MAX_LEN);
+    OpenAiClientContext *ctx =
+        extract_text("{\"openai/session\": \"abc\\u0000def\\u0000\"}", MAX_LEN);
 
     if (!ctx)
         fail_msg("expected a context, got NULL");
-    CHECK_STR("session_id", "abc", ctx->session_id);
+    CHECK_STR("session_id",
+              "abc\xEF\xBF\xBD"
+              "def\xEF\xBF\xBD",
+              ctx->session_id);
     openai_meta_free(ctx);
 }
 
@@ -528,7 +533,7 @@ int main(void)
         cmocka_unit_test(test_partial_meta_only_session),
         cmocka_unit_test(test_other_meta_keys_only),
         cmocka_unit_test(test_empty_string_is_kept),
-        cmocka_unit_test(test_embedded_nul_ends_the_copy),
+        cmocka_unit_test(test_embedded_nul_becomes_replacement_character),
         cmocka_unit_test(test_unicode_preserved_byte_exact),
         cmocka_unit_test(test_one_mib_string_is_capped),
         cmocka_unit_test(test_cap_never_splits_a_character),
