@@ -133,8 +133,3 @@ const char *tls_connection_version(struct bufferevent *bev)
     SSL *ssl = sock ? bufferevent_openssl_get_ssl(sock) : NULL;
     return ssl ? SSL_get_version(ssl) : NULL;
 }
-
-unsigned long tls_handshake_failures(void)
-{
-    return atomic_load(&handshake_failures);
-}

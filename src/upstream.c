@@ -17,7 +17,6 @@ struct upstream {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
-    unsigned running;
     CURL *pool[UPSTREAM_EASY_POOL_MAX];
     unsigned pool_len;
 };
@@ -41,7 +40,6 @@ static void check_finished(struct upstream *up)
         struct upstream_job *job = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&job);
         curl_multi_remove_handle(up->multi, easy);
-        up->running--;
         curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         if (job)
             job->done(job->arg, result);
@@ -177,7 +175,6 @@ int upstream_add(struct upstream *up, CURL *easy, struct upstream_job *job)
         curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         return -1;
     }
-    up->running++;
     return 0;
 }
 
@@ -190,12 +187,6 @@ void upstream_cancel(struct upstream *up, CURL *easy)
         return;
     }
     curl_multi_remove_handle(up->multi, easy);
-    up->running--;
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
     upstream_easy_put(up, easy);
-}
-
-unsigned upstream_running(const struct upstream *up)
-{
-    return up->running;
 }

@@ -30,7 +30,4 @@ const char *tls_connection_version(struct bufferevent *bev);
  * stderr at most once per interval. */
 void tls_note_handshake_failure(void);
 
-/* Handshakes that failed since start (diagnostics are rate-limited; this is the total). */
-unsigned long tls_handshake_failures(void);
-
 #endif

@@ -43,7 +43,4 @@ void upstream_cancel(struct upstream *up, CURL *easy);
 /* Returns an easy handle that is not running (after `done`, or one never added). */
 void upstream_easy_put(struct upstream *up, CURL *easy);
 
-/* Transfers currently running. */
-unsigned upstream_running(const struct upstream *up);
-
 #endif
