@@ -112,6 +112,30 @@ static enum body_framing body_framing(const char *head, size_t len, uint64_t *le
     return chunked ? BODY_CHUNKED : BODY_LENGTH;
 }
 
+/* What evhttp would answer with its own HTML page (and no log line) is refused here:
+ * a request line that is not `METHOD target HTTP/1.x`, or a method mcpeek does not proxy
+ * (TRACE and CONNECT have no business at a reverse proxy). Returns 0, 400 or 405. */
+static int check_request_line(const char *head, size_t len)
+{
+    static const char *const methods[] = {"GET",    "POST",    "HEAD", "PUT",
+                                          "DELETE", "OPTIONS", "PATCH"};
+    const char *eol = memchr(head, '\n', len);
+    if (!eol)
+        return 400;
+    const char *sp1 = memchr(head, ' ', (size_t)(eol - head));
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    size_t vlen = sp2 ? (size_t)(eol - sp2 - 1) : 0;
+    if (vlen > 0 && sp2[vlen] == '\r')
+        vlen--;
+    if (!sp2 || sp2 == sp1 + 1 || vlen != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0)
+        return 400;
+    size_t mlen = (size_t)(sp1 - head);
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strlen(methods[i]) == mlen && memcmp(methods[i], head, mlen) == 0)
+            return 0;
+    return 405;
+}
+
 /* Offset just past the blank line ending the head, or 0 when not complete yet. */
 static size_t head_end(const char *data, size_t len)
 {
@@ -310,8 +334,13 @@ static enum bufferevent_filter_result guard_input(struct evbuffer *src, struct e
                 arm_deadline(g, cfg->client_header_timeout_ms);
             return BEV_NEED_MORE;
         }
+        int line_status = check_request_line(data, end);
+        if (line_status == 405) {
+            refuse(g, data, end, 405, -32600, "Method Not Allowed", "method_not_allowed");
+            continue;
+        }
         uint64_t length;
-        enum body_framing framing = body_framing(data, end, &length);
+        enum body_framing framing = line_status ? BODY_INVALID : body_framing(data, end, &length);
         if (framing == BODY_INVALID) {
             refuse(g, data, end, 400, -32600, "Bad Request", "bad_request");
             continue;

@@ -183,6 +183,26 @@ test('conflicting_duplicate_content_length_headers_do_not_crash_mcpeek', only, a
     await assertServes(proxy);
 });
 
+test('unproxied_methods_and_malformed_request_lines_get_a_jsonrpc_error_and_a_log_line', only, async (t) => {
+    // evhttp would answer these with its own HTML page and no log line; the guard answers first.
+    const { up, proxy } = await setup(t);
+    const cases = [['TRACE /mcp HTTP/1.1', 405, 'method_not_allowed'], ['FOO /mcp HTTP/1.1', 405, 'method_not_allowed'],
+        ['GET /mcp', 400, 'bad_request'], ['GET /mcp HTTP/2.0', 400, 'bad_request']];
+    for (const [i, [line, status, error]] of cases.entries()) {
+        const c = await rawConnect(proxy.port);
+        t.after(() => c.sock.destroy());
+        c.sock.write(`${line}\r\nHost: 127.0.0.1\r\n\r\n`);
+        const r = await c.response();
+        assert.equal(r.status, status, `${line}: ${r.status} ${r.text()}`);
+        assert.equal(r.json().error.code, -32600, `${line}: ${r.text()}`);
+        const l = (await proxy.expectLogCount(i + 1))[i];
+        expectFields(l, { status, error, http_method: line.split(' ')[0], path: '/mcp', level: 'warn', response: 'json' });
+        c.sock.destroy();
+    }
+    assert.equal(up.hits().length, 0, 'a refused request reached the upstream');
+    await assertServes(proxy);
+});
+
 test('chunked_upload_over_max_body_size_is_refused_and_never_reaches_the_upstream', only, async (t) => {
     const { up, proxy } = await setup(t, undefined, ['--max-body-size', '1k']);
     const body = rpc('chunked-big', 'tools/call', { name: 'echo', arguments: { message: 'c'.repeat(3000) } });
