@@ -5,6 +5,7 @@
  * or freed while workers run. The only lock is the label registry's, taken when a worker meets
  * a label value missing from its private cache, and never again once the registry is full.
  */
+#include "mcpeek/hash.h"
 #include "mcpeek/metrics.h"
 
 #include <inttypes.h>
@@ -115,17 +116,6 @@ static inline uint64_t metrics_read(_Atomic uint64_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-static uint64_t metrics_hash(const char *s, size_t len)
-{
-    uint64_t h = 14695981039346656037ULL;
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static uint32_t metrics_pow2_at_least(uint32_t n)
 {
     uint32_t p = 16;
@@ -188,7 +178,7 @@ static int metrics_labels_init(struct metrics_labels *reg, uint32_t limit)
     for (int i = 0; i < METRICS_LABEL_RESERVED; i++) {
         const char *v = reserved[i];
 
-        if (metrics_labels_add(reg, v, strlen(v), metrics_hash(v, strlen(v))) < 0)
+        if (metrics_labels_add(reg, v, strlen(v), hash_fnv1a(v, strlen(v))) < 0)
             return -1;
     }
     /* last, so that a registry whose init failed never holds a mutex */
@@ -253,7 +243,7 @@ static uint32_t metrics_label_index(struct metrics_labels *reg, struct metrics_c
         return METRICS_LABEL_EMPTY;
     len = strlen(value);
     len = utf8_prefix_len(value, len, METRICS_LABEL_MAX_LEN);
-    hash = metrics_hash(value, len);
+    hash = hash_fnv1a(value, len);
     for (i = (uint32_t)hash & c->mask;; i = (i + 1) & c->mask) {
         slot = &c->slots[i];
         if (slot->value == NULL)

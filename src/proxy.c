@@ -132,17 +132,10 @@ static size_t kept_len(const struct mcpeek_config *cfg)
     return cfg->log_value_max_length + 4;
 }
 
-static char *dup_capped(const char *s, size_t max)
+/* Capped copy of a header value (NULL in, NULL out). */
+static char *header_copy(const char *value, size_t max)
 {
-    if (!s)
-        return NULL;
-    size_t n = utf8_prefix_len(s, strlen(s), max);
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
+    return value ? openai_meta_copy(value, strlen(value), max) : NULL;
 }
 
 static const char *method_name(enum evhttp_cmd_type cmd)
@@ -317,7 +310,7 @@ static void relay_headers(struct exchange *ex)
     ex->kind = classify_response(ex, out);
     const char *sid = evhttp_find_header(out, "Mcp-Session-Id");
     if (sid && !ex->session_id) {
-        ex->session_id = dup_capped(sid, kept_len(ex->gen->cfg));
+        ex->session_id = header_copy(sid, kept_len(ex->gen->cfg));
         ex->response_has_session = true;
     }
     bool has_length = evhttp_find_header(out, "Content-Length") != NULL;
@@ -520,8 +513,7 @@ static struct curl_slist *build_request_headers(struct exchange *ex, struct evke
     const char *conn = evhttp_find_header(in, "Connection");
     const char *xff = NULL;
     bool has_accept = false, has_ctype = false;
-    struct strbuf line;
-    strbuf_init(&line);
+    struct strbuf *line = &ex->w->scratch; /* reused: no allocation per request */
     for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
         if (header_is_hop_by_hop(kv->key) || header_named_in(conn, kv->key) ||
             strcasecmp(kv->key, "Host") == 0 || strcasecmp(kv->key, "Content-Length") == 0 ||
@@ -535,9 +527,9 @@ static struct curl_slist *build_request_headers(struct exchange *ex, struct evke
             continue; /* mcpeek's own token: not the upstream's business */
         has_accept |= strcasecmp(kv->key, "Accept") == 0;
         has_ctype |= strcasecmp(kv->key, "Content-Type") == 0;
-        strbuf_reset(&line);
-        strbuf_printf(&line, "%s: %s", kv->key, kv->value);
-        list = curl_slist_append(list, line.data);
+        strbuf_reset(line);
+        strbuf_printf(line, "%s: %s", kv->key, kv->value);
+        list = curl_slist_append(list, line->data);
     }
     /* Headers curl would add on its own unless told not to. */
     list = curl_slist_append(list, "Expect:");
@@ -545,24 +537,21 @@ static struct curl_slist *build_request_headers(struct exchange *ex, struct evke
         list = curl_slist_append(list, "Accept:");
     if (!has_ctype)
         list = curl_slist_append(list, "Content-Type:");
-    strbuf_reset(&line);
-    strbuf_printf(&line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "", ex->client_ip);
-    list = curl_slist_append(list, line.data);
-    strbuf_reset(&line);
-    strbuf_printf(&line, "X-Forwarded-Proto: %s", tls ? "https" : "http");
-    list = curl_slist_append(list, line.data);
+    strbuf_reset(line);
+    strbuf_printf(line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "", ex->client_ip);
+    list = curl_slist_append(list, line->data);
+    list = curl_slist_append(list, tls ? "X-Forwarded-Proto: https" : "X-Forwarded-Proto: http");
     const char *host = evhttp_find_header(in, "Host");
     if (host) {
-        strbuf_reset(&line);
-        strbuf_printf(&line, "X-Forwarded-Host: %s", host);
-        list = curl_slist_append(list, line.data);
+        strbuf_reset(line);
+        strbuf_printf(line, "X-Forwarded-Host: %s", host);
+        list = curl_slist_append(list, line->data);
     }
     if (cfg->upstream_host_header) {
-        strbuf_reset(&line);
-        strbuf_printf(&line, "Host: %s", cfg->upstream_host_header);
-        list = curl_slist_append(list, line.data);
+        strbuf_reset(line);
+        strbuf_printf(line, "Host: %s", cfg->upstream_host_header);
+        list = curl_slist_append(list, line->data);
     }
-    strbuf_free(&line);
     return list;
 }
 
@@ -902,9 +891,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
 
     const char *uri = evhttp_request_get_uri(req);
     size_t path_len = strcspn(uri, "?");
-    char *path = strndup(uri, path_len);
-    ex->path = dup_capped(path ? path : "", kept_len(cfg));
-    free(path);
+    ex->path = openai_meta_copy(uri, path_len, kept_len(cfg));
     char *peer = NULL;
     ev_uint16_t peer_port = 0;
     evhttp_connection_get_peer(ex->evcon, &peer, &peer_port);
@@ -912,9 +899,9 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     ex->tls = tls_connection_version(evhttp_connection_get_bufferevent(ex->evcon));
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    ex->session_id = dup_capped(evhttp_find_header(in, "Mcp-Session-Id"), kept_len(cfg));
+    ex->session_id = header_copy(evhttp_find_header(in, "Mcp-Session-Id"), kept_len(cfg));
     ex->protocol_version =
-        dup_capped(evhttp_find_header(in, "MCP-Protocol-Version"), kept_len(cfg));
+        header_copy(evhttp_find_header(in, "MCP-Protocol-Version"), kept_len(cfg));
 
     struct evbuffer *input = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(input);

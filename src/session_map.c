@@ -5,6 +5,7 @@
  * exactly `capacity`, so the map never holds more. Small maps use a single shard, which makes
  * LRU order exact there; large ones approximate a global LRU by one LRU per shard.
  */
+#include "mcpeek/hash.h"
 #include "mcpeek/session_map.h"
 
 #include <pthread.h>
@@ -44,17 +45,6 @@ struct session_map {
     size_t n_shards;
     uint64_t ttl_ms; /* 0 = entries never expire by age */
 };
-
-static uint64_t session_hash(const char *s, size_t len)
-{
-    uint64_t h = 14695981039346656037ULL;
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
 
 static size_t session_pow2_at_least(size_t n)
 {
@@ -241,7 +231,7 @@ int session_map_put(struct session_map *map, const char *session_id, const OpenA
     copy = openai_meta_dup(ctx); /* outside the lock: it allocates */
     if (copy == NULL)
         return -1;
-    hash = session_hash(session_id, len);
+    hash = hash_fnv1a(session_id, len);
     sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -311,7 +301,7 @@ OpenAiClientContext *session_map_get(struct session_map *map, const char *sessio
 
     if (map == NULL || map->n_shards == 0 || len == 0)
         return NULL;
-    hash = session_hash(session_id, len);
+    hash = hash_fnv1a(session_id, len);
     sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -339,7 +329,7 @@ void session_map_remove(struct session_map *map, const char *session_id)
 
     if (map == NULL || map->n_shards == 0 || len == 0)
         return;
-    hash = session_hash(session_id, len);
+    hash = hash_fnv1a(session_id, len);
     sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);

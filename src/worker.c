@@ -132,6 +132,7 @@ int worker_init(struct worker *w, unsigned index, struct shared *shared, struct 
     atomic_init(&w->stop_now, false);
     atomic_init(&w->exited, false);
     strbuf_init(&w->logbuf);
+    strbuf_init(&w->scratch);
     w->metrics = metrics_worker(shared->metrics, index);
     /* The changelist folds the many enable/disable calls of one loop iteration into one
      * epoll_ctl per socket; three priorities let the log flush run after everything else. */
@@ -228,5 +229,6 @@ void worker_join_and_free(struct worker *w)
     generation_unref(next);
     generation_unref(w->gen);
     strbuf_free(&w->logbuf);
+    strbuf_free(&w->scratch);
     memset(w, 0, sizeof(*w));
 }

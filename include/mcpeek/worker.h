@@ -49,6 +49,7 @@ struct worker {
     struct upstream *upstream;
     struct worker_metrics *metrics;
     struct strbuf logbuf;                  /* formatted log lines not yet written */
+    struct strbuf scratch;                 /* short-lived text (upstream header lines), reused */
     unsigned log_pending;                  /* lines in logbuf */
     struct event *log_flush;               /* lowest priority: writes logbuf after the busy work */
     struct generation *gen;                /* for new exchanges; one reference held */

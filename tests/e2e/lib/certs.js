@@ -12,6 +12,7 @@
 // Keys are EC P-256 (fast to make). The expired certificate comes from `openssl ca` with
 // -startdate/-enddate, since `openssl x509 -req` in OpenSSL 3.0 cannot backdate notBefore.
 
+import { listenUntilTeardown } from './scripted-upstream.js';
 import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -134,12 +135,7 @@ export async function startHttpsUpstream(t, { cert, key, ...tlsOpts }) {
     });
     server.on('tlsClientError', (err) => state.tlsErrors.push(err.code || err.message));
     server.on('secureConnection', (s) => { state.sockets.add(s); s.on('close', () => state.sockets.delete(s)); });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address();
-    t.after(() => new Promise((resolve) => {
-        for (const s of state.sockets) s.destroy();
-        server.close(() => resolve());
-    }));
+    const port = await listenUntilTeardown(t, server, state.sockets);
     return {
         port, server,
         url: `https://127.0.0.1:${port}/mcp`,

@@ -5,6 +5,17 @@
 
 import http from 'node:http';
 
+// Listens on a free loopback port and, at teardown, destroys the sockets in `sockets` (the
+// caller tracks them) and closes the server. Returns the port.
+export async function listenUntilTeardown(t, server, sockets) {
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+    }));
+    return server.address().port;
+}
+
 export async function startScriptedUpstream(t, handler) {
     const state = {
         requests: [],
@@ -37,12 +48,7 @@ export async function startScriptedUpstream(t, handler) {
         state.sockets.add(sock);
         sock.on('close', () => state.sockets.delete(sock));
     });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address();
-    t.after(() => new Promise((resolve) => {
-        for (const s of state.sockets) s.destroy();
-        server.close(() => resolve());
-    }));
+    const port = await listenUntilTeardown(t, server, state.sockets);
     return {
         port,
         origin: `http://127.0.0.1:${port}`,
