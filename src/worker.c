@@ -36,7 +36,8 @@ uint64_t worker_now_ms(void)
     return worker_now_ns() / 1000000u;
 }
 
-void worker_flush_log(struct worker *w)
+/* Writes the queued lines now. */
+static void worker_flush_log(struct worker *w)
 {
     if (w->logbuf.len > 0 && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0) {
         for (unsigned i = 0; i < w->log_pending; i++)

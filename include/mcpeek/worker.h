@@ -86,8 +86,6 @@ void worker_join_and_free(struct worker *w);
  * loop iteration, or sooner when accesslog_batch_max is reached), never split. */
 void worker_log(struct worker *w, const struct exchange_record *rec,
                 const struct accesslog_options *opts);
-/* Writes the queued lines now. */
-void worker_flush_log(struct worker *w);
 
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t worker_now_ms(void);
