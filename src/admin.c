@@ -11,7 +11,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,35 +68,14 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void admin_set_upstream(struct admin *admin, const char *origin)
+void admin_set_upstream(struct admin *admin, const struct upstream_target *target)
 {
-    /* origin is "scheme://host[:port]"; resolving may block, but only at start and reload. */
-    char host[256] = "", port[8] = "";
-    const char *p = strstr(origin, "://");
-    bool https = strncmp(origin, "https", 5) == 0;
+    /* The probe connects where requests go: the target's first resolved address. */
     admin->upstream_addr_len = 0;
-    if (!p)
-        return;
-    p += 3;
-    const char *end = p[0] == '[' ? strchr(p, ']') : NULL;
-    const char *colon = end ? strchr(end, ':') : strrchr(p, ':');
-    size_t hlen = colon ? (size_t)(colon - p) : strlen(p);
-    if (p[0] == '[') {
-        p++;
-        hlen = end ? (size_t)(end - p) : 0;
+    if (target->n_addrs > 0) {
+        memcpy(&admin->upstream_addr, &target->addrs[0], target->addr_lens[0]);
+        admin->upstream_addr_len = target->addr_lens[0];
     }
-    if (hlen == 0 || hlen >= sizeof(host))
-        return;
-    memcpy(host, p, hlen);
-    snprintf(port, sizeof(port), "%s", colon ? colon + 1 : (https ? "443" : "80"));
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) == 0 && ai) {
-        memcpy(&admin->upstream_addr, ai->ai_addr, ai->ai_addrlen);
-        admin->upstream_addr_len = ai->ai_addrlen;
-    }
-    if (ai)
-        freeaddrinfo(ai);
     on_probe_timer(-1, 0, admin); /* know at once, not one interval later */
 }
 

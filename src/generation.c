@@ -1,12 +1,12 @@
 /* generation: turns a validated config into the state exchanges use, once per load.
  *
- * Everything that reads a file or parses a URL happens here, on the main thread, so a
- * reload that fails (unreadable key file, bad URL) leaves the running generation alone.
+ * Everything that reads a file, parses the upstream URL or resolves its host happens here,
+ * on the main thread, so a reload that fails (unreadable key file, bad URL, unknown host)
+ * leaves the running generation alone.
  */
 #include "mcpeek/generation.h"
 #include "mcpeek/tls.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,29 +35,6 @@ static int read_small_file(const char *path, unsigned char **out, size_t *out_le
     *out = buf;
     *out_len = len;
     return 0;
-}
-
-static char *origin_of(const char *url, struct strbuf *errors)
-{
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *origin = NULL;
-    if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        strbuf_printf(errors, "upstream: cannot parse URL '%s'\n", url);
-        goto out;
-    }
-    curl_url_get(u, CURLUPART_PORT, &port, 0);
-    size_t n = strlen(scheme) + strlen(host) + (port ? strlen(port) : 0) + 5;
-    origin = malloc(n);
-    if (origin)
-        snprintf(origin, n, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
-out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
-    return origin;
 }
 
 /* One token per line; blank lines and '#' comments skipped, whitespace trimmed. */
@@ -105,8 +82,7 @@ struct generation *generation_new(struct mcpeek_config *cfg, unsigned long numbe
     gen->cfg = cfg;
     atomic_init(&gen->refs, 1);
     gen->number = number;
-    gen->upstream_origin = origin_of(cfg->upstream, errors);
-    if (!gen->upstream_origin)
+    if (upstream_target_init(&gen->target, cfg, errors) < 0)
         goto fail;
     if (cfg->pseudonymize_key_file) {
         if (read_small_file(cfg->pseudonymize_key_file, &gen->hmac_key, &gen->hmac_key_len,
@@ -154,7 +130,7 @@ void generation_unref(struct generation *gen)
         free(gen->hmac_key);
     }
     SSL_CTX_free(gen->tls_ctx);
-    free(gen->upstream_origin);
+    upstream_target_clear(&gen->target);
     config_free(gen->cfg);
     free(gen);
 }

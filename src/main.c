@@ -5,9 +5,10 @@
  * SIGUSR1 reopens the access log, SIGTERM/SIGINT drain in-flight exchanges for up to
  * shutdown_timeout, a second one stops at once.
  */
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +96,7 @@ static void reload(struct daemon *d)
     generation_unref(d->gen);
     d->gen = gen;
     if (d->admin)
-        admin_set_upstream(d->admin, gen->upstream_origin);
+        admin_set_upstream(d->admin, &gen->target);
     warn_about(gen->cfg);
     metrics_config_reload(d->shared.metrics, true);
     diag_log("info", "configuration reloaded (generation %lu, upstream %s)", gen->number,
@@ -203,7 +204,7 @@ static int start(struct daemon *d, struct strbuf *errors)
             admin_start(d->base, cfg->admin_listen, d->shared.metrics, READINESS_WINDOW_MS, errors);
         if (!d->admin)
             return -1;
-        admin_set_upstream(d->admin, d->gen->upstream_origin);
+        admin_set_upstream(d->admin, &d->gen->target);
     }
     for (unsigned i = 0; i < d->n_workers; i++) {
         if (worker_start(&d->workers[i]) < 0) {
@@ -259,8 +260,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (d.args.action == CLI_VERSION) {
-        printf("mcpeek %s (libevent %s, %s)\n", MCPEEK_VERSION, event_get_version(),
-               curl_version());
+        printf("mcpeek %s (libevent %s, jansson %s, %s)\n", MCPEEK_VERSION, event_get_version(),
+               JANSSON_VERSION, OpenSSL_version(OPENSSL_VERSION));
         rc = 0;
         goto out;
     }
@@ -282,8 +283,8 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || evthread_use_pthreads() != 0) {
-        fputs("cannot initialise libcurl/libevent threading\n", stderr);
+    if (evthread_use_pthreads() != 0) {
+        fputs("cannot initialise libevent threading\n", stderr);
         goto out;
     }
     d.base = event_base_new();
@@ -317,6 +318,5 @@ int main(int argc, char **argv)
 out:
     teardown(&d);
     strbuf_free(&errors);
-    curl_global_cleanup();
     return rc;
 }

@@ -1,16 +1,15 @@
 /* proxy: one exchange, from the buffered client request to the one log line it leaves.
  *
  * evhttp hands us a complete request (headers and body). We summarise the body once
- * (jsonrpc.c), start a libcurl transfer on the worker's multi handle, relay the upstream
- * status and headers as soon as curl has them, then every body chunk as it arrives. When
- * the client reads slower than the upstream writes, the transfer is paused
- * (CURL_WRITEFUNC_PAUSE) until evhttp reports the client's output buffer drained, so memory
- * per exchange stays bounded. Whatever ends the exchange calls exchange_finish(), the only
+ * (jsonrpc.c), send the request on the worker's upstream pool (upstream.c), relay the
+ * upstream status and headers as soon as they arrive, then every body chunk as it is read.
+ * When the client reads slower than the upstream writes, reading the upstream is paused
+ * until evhttp reports the client's output buffer drained, so memory per exchange stays
+ * bounded. Whatever ends the exchange calls exchange_finish(), the only
  * place that writes the log line and frees the exchange.
  */
 #include "mcpeek/proxy.h"
 
-#include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -44,11 +43,10 @@ struct exchange {
     struct evhttp_connection *evcon;
     struct exchange *next, *prev; /* worker->live list */
 
-    CURL *easy; /* NULL when no transfer is running */
-    struct upstream_job job;
-    struct curl_slist *req_headers;
-    char *url;
-    struct event *timer; /* response timeout, then stream idle timeout */
+    struct upstream_call call;
+    bool calling;           /* `call` is running */
+    struct strbuf req_head; /* the request head sent upstream */
+    struct event *timer;    /* response timeout, then stream idle timeout */
 
     struct mcp_request rpc;
     bool has_body;
@@ -257,10 +255,9 @@ static void on_client_drained(struct evhttp_connection *evcon, void *arg)
     struct worker *w = arg;
     evutil_socket_t fd = client_fd(evcon);
     struct exchange *ex = fd >= 0 && (size_t)fd < w->by_fd_len ? w->by_fd[fd] : NULL;
-    if (ex && ex->evcon == evcon && ex->paused && ex->easy) {
+    if (ex && ex->evcon == evcon && ex->paused && ex->calling) {
         ex->paused = false;
-        /* May call on_body() right away with the data curl held back. */
-        curl_easy_pause(ex->easy, CURLPAUSE_CONT);
+        upstream_resume(&ex->call);
     }
 }
 
@@ -293,20 +290,6 @@ static enum response_kind classify_response(struct exchange *ex, struct evkeyval
 static void relay_headers(struct exchange *ex)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(ex->req);
-    const char *conn = evhttp_find_header(out, "Connection");
-    if (conn) {
-        /* Headers the upstream named in Connection are hop-by-hop; drop them. */
-        char *named = strdup(conn);
-        struct evkeyval *kv, *next;
-        for (kv = out->tqh_first; kv; kv = next) {
-            next = kv->next.tqe_next;
-            if (named && header_named_in(named, kv->key))
-                evhttp_remove_header(out, kv->key);
-        }
-        free(named);
-        while (evhttp_remove_header(out, "Connection") == 0)
-            ;
-    }
     ex->kind = classify_response(ex, out);
     const char *sid = evhttp_find_header(out, "Mcp-Session-Id");
     if (sid && !ex->session_id) {
@@ -332,69 +315,46 @@ static void relay_headers(struct exchange *ex)
     }
 }
 
-static size_t on_header(char *line, size_t size, size_t n, void *arg)
+/* Copies the upstream's end-to-end headers into the client response: hop-by-hop ones and
+ * those the upstream named in Connection stay behind. */
+static void copy_response_headers(struct exchange *ex, const struct http1_response *r)
 {
-    struct exchange *ex = arg;
-    size_t len = size * n;
-    if (!ex->req)
-        return 0;
-    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        /* A new status line: anything collected for a 1xx answer is discarded. */
-        const char *sp = memchr(line, ' ', len);
-        ex->status = sp ? atoi(sp + 1) : 502;
-        if (ex->upstream_ms < 0)
-            ex->upstream_ms = ms_between(ex->sent_ns, worker_now_ns());
-        evhttp_clear_headers(evhttp_request_get_output_headers(ex->req));
-        return len;
+    struct evkeyvalq *out = evhttp_request_get_output_headers(ex->req);
+    struct strbuf *tmp = &ex->w->scratch;
+    size_t conn_len;
+    const char *conn = http1_find_header(r, "Connection", &conn_len);
+    evhttp_clear_headers(out);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct http1_header *h = &r->headers[i];
+        strbuf_reset(tmp);
+        strbuf_append(tmp, h->name, h->name_len);
+        strbuf_append(tmp, "", 1);
+        strbuf_append(tmp, h->value, h->value_len);
+        if (tmp->oom)
+            continue;
+        const char *name = tmp->data, *value = tmp->data + h->name_len + 1;
+        if (header_is_hop_by_hop(name) || (conn && http1_value_has_token(conn, conn_len, name)))
+            continue;
+        evhttp_add_header(out, name, value);
     }
-    if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
-        if (ex->status >= 200 && !ex->headers_sent)
-            relay_headers(ex);
-        return len;
-    }
-    if (ex->headers_sent || line[0] == ' ' || line[0] == '\t')
-        return len; /* trailers and obsolete line folding are not relayed */
-    const char *colon = memchr(line, ':', len);
-    if (!colon)
-        return len;
-    char name[256];
-    size_t name_len = (size_t)(colon - line);
-    if (name_len == 0 || name_len >= sizeof(name))
-        return len;
-    memcpy(name, line, name_len);
-    name[name_len] = '\0';
-    const char *v = colon + 1;
-    const char *end = line + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-        end--;
-    if (header_is_hop_by_hop(name) && strcasecmp(name, "connection") != 0)
-        return len;
-    char *value = strndup(v, (size_t)(end - v));
-    if (value) {
-        evhttp_add_header(evhttp_request_get_output_headers(ex->req), name, value);
-        free(value);
-    }
-    return len;
 }
 
-static size_t on_body(char *data, size_t size, size_t n, void *arg)
+static void on_upstream_head(void *arg, const struct http1_response *r)
 {
     struct exchange *ex = arg;
-    size_t len = size * n;
+    ex->upstream_ms = ms_between(ex->sent_ns, worker_now_ns());
     if (!ex->req)
-        return 0;
-    if (!ex->headers_sent) {
-        if (ex->status < 200)
-            ex->status = 502;
-        relay_headers(ex);
-    }
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > CLIENT_HIGH_WATER) {
-        ex->paused = true;
-        return CURL_WRITEFUNC_PAUSE;
-    }
+        return;
+    ex->status = r->status;
+    copy_response_headers(ex, r);
+    relay_headers(ex);
+}
+
+static void on_upstream_body(void *arg, const char *data, size_t len)
+{
+    struct exchange *ex = arg;
+    if (!ex->req)
+        return;
     if (ex->kind == RESPONSE_SSE)
         sse_counter_feed(&ex->sse, data, len);
     else if (ex->kind == RESPONSE_JSON && ex->peek.len < JSON_PEEK_MAX)
@@ -405,57 +365,38 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     evhttp_send_reply_chunk_with_cb(ex->req, ex->chunk, on_client_drained, ex->w);
     if (ex->kind == RESPONSE_SSE && ex->gen->cfg->stream_idle_timeout_ms)
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
-    return len;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
+    if (!ex->paused && evbuffer_get_length(bufferevent_get_output(bev)) > CLIENT_HIGH_WATER) {
+        ex->paused = true;
+        upstream_pause(&ex->call);
+    }
 }
 
-static const char *classify_curl_error(CURLcode rc, enum upstream_error_kind *kind)
+static const char *upstream_error_name(enum upstream_error_kind kind)
 {
-    switch (rc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        *kind = UPSTREAM_ERR_CONNECT;
+    switch (kind) {
+    case UPSTREAM_ERR_CONNECT:
         return "upstream_connect";
-    case CURLE_OPERATION_TIMEDOUT:
-        *kind = UPSTREAM_ERR_TIMEOUT;
+    case UPSTREAM_ERR_TIMEOUT:
         return "upstream_timeout";
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_CLIENTCERT:
-        *kind = UPSTREAM_ERR_TLS;
+    case UPSTREAM_ERR_TLS:
         return "upstream_tls";
-    case CURLE_GOT_NOTHING:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_PARTIAL_FILE:
-        *kind = UPSTREAM_ERR_RESET;
+    case UPSTREAM_ERR_RESET:
         return "upstream_reset";
     default:
-        *kind = UPSTREAM_ERR_OTHER;
         return "upstream_error";
     }
 }
 
-static void on_upstream_done(void *arg, CURLcode rc)
+static void on_upstream_done(void *arg, bool ok, enum upstream_error_kind kind)
 {
     struct exchange *ex = arg;
-    upstream_easy_put(ex->w->upstream, ex->easy);
-    ex->easy = NULL;
-    if (rc == CURLE_OK) {
-        if (ex->req && !ex->headers_sent) {
-            if (ex->status < 200)
-                ex->status = 502;
-            relay_headers(ex);
-        }
+    ex->calling = false;
+    if (ok) {
         exchange_finish(ex);
         return;
     }
-    enum upstream_error_kind kind;
-    ex->error = classify_curl_error(rc, &kind);
+    ex->error = upstream_error_name(kind);
     metrics_upstream_error(ex->w->metrics, kind);
     if (!ex->headers_sent) {
         bool timeout = kind == UPSTREAM_ERR_TIMEOUT;
@@ -476,9 +417,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         exchange_finish(ex);
         return;
     }
-    if (ex->easy) {
-        upstream_cancel(ex->w->upstream, ex->easy);
-        ex->easy = NULL;
+    if (ex->calling) {
+        upstream_cancel(&ex->call);
+        ex->calling = false;
     }
     if (!ex->headers_sent) {
         ex->error = "upstream_timeout";
@@ -506,14 +447,52 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     exchange_finish(ex);
 }
 
-static struct curl_slist *build_request_headers(struct exchange *ex, struct evkeyvalq *in, bool tls)
+static bool method_has_body(const char *method)
 {
-    struct curl_slist *list = NULL;
+    return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
+/* The request line target: the MCP path maps to the upstream URL's path (the client's query
+ * appended), every other path goes to the upstream's origin unchanged. */
+static void put_request_target(struct strbuf *h, struct exchange *ex, const char *uri)
+{
+    const struct generation *gen = ex->gen;
+    const char *query = strchr(uri, '?');
+    if (strcmp(ex->path, gen->cfg->mcp_path) != 0) {
+        strbuf_puts(h, uri);
+        return;
+    }
+    strbuf_puts(h, gen->target.path);
+    if (query) {
+        strbuf_append(h, strchr(gen->target.path, '?') ? "&" : "?", 1);
+        strbuf_puts(h, query + 1);
+    }
+}
+
+static void put_header(struct strbuf *h, const char *name, const char *value)
+{
+    strbuf_puts(h, name);
+    strbuf_append(h, ": ", 2);
+    strbuf_puts(h, value);
+    strbuf_append(h, "\r\n", 2);
+}
+
+/* Builds the upstream request head: the client's end-to-end headers, X-Forwarded-*, Host
+ * and the body's length. Returns -1 when out of memory. */
+static int build_request_head(struct exchange *ex, struct evkeyvalq *in, const char *uri,
+                              size_t body_len)
+{
     const struct mcpeek_config *cfg = ex->gen->cfg;
+    struct strbuf *h = &ex->req_head;
     const char *conn = evhttp_find_header(in, "Connection");
     const char *xff = NULL;
-    bool has_accept = false, has_ctype = false;
-    struct strbuf *line = &ex->w->scratch; /* reused: no allocation per request */
+    strbuf_puts(h, ex->method);
+    strbuf_append(h, " ", 1);
+    put_request_target(h, ex, uri);
+    strbuf_puts(h, " HTTP/1.1\r\n");
+    put_header(h, "Host",
+               cfg->upstream_host_header ? cfg->upstream_host_header : ex->gen->target.authority);
     for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
         if (header_is_hop_by_hop(kv->key) || header_named_in(conn, kv->key) ||
             strcasecmp(kv->key, "Host") == 0 || strcasecmp(kv->key, "Content-Length") == 0 ||
@@ -525,116 +504,46 @@ static struct curl_slist *build_request_headers(struct exchange *ex, struct evke
         }
         if (strcasecmp(kv->key, "Authorization") == 0 && ex->gen->n_auth_tokens > 0)
             continue; /* mcpeek's own token: not the upstream's business */
-        has_accept |= strcasecmp(kv->key, "Accept") == 0;
-        has_ctype |= strcasecmp(kv->key, "Content-Type") == 0;
-        strbuf_reset(line);
-        strbuf_printf(line, "%s: %s", kv->key, kv->value);
-        list = curl_slist_append(list, line->data);
+        put_header(h, kv->key, kv->value);
     }
-    /* Headers curl would add on its own unless told not to. */
-    list = curl_slist_append(list, "Expect:");
-    if (!has_accept)
-        list = curl_slist_append(list, "Accept:");
-    if (!has_ctype)
-        list = curl_slist_append(list, "Content-Type:");
-    strbuf_reset(line);
-    strbuf_printf(line, "X-Forwarded-For: %s%s%s", xff ? xff : "", xff ? ", " : "", ex->client_ip);
-    list = curl_slist_append(list, line->data);
-    list = curl_slist_append(list, tls ? "X-Forwarded-Proto: https" : "X-Forwarded-Proto: http");
+    strbuf_puts(h, "X-Forwarded-For: ");
+    if (xff) {
+        strbuf_puts(h, xff);
+        strbuf_append(h, ", ", 2);
+    }
+    strbuf_puts(h, ex->client_ip);
+    strbuf_append(h, "\r\n", 2);
+    strbuf_puts(h, ex->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     const char *host = evhttp_find_header(in, "Host");
-    if (host) {
-        strbuf_reset(line);
-        strbuf_printf(line, "X-Forwarded-Host: %s", host);
-        list = curl_slist_append(list, line->data);
-    }
-    if (cfg->upstream_host_header) {
-        strbuf_reset(line);
-        strbuf_printf(line, "Host: %s", cfg->upstream_host_header);
-        list = curl_slist_append(list, line->data);
-    }
-    return list;
+    if (host)
+        put_header(h, "X-Forwarded-Host", host);
+    if (body_len > 0 || method_has_body(ex->method))
+        strbuf_printf(h, "Content-Length: %zu\r\n", body_len);
+    strbuf_append(h, "\r\n", 2);
+    return h->oom ? -1 : 0;
 }
 
-/* The MCP path maps to the upstream URL; every other path to the upstream's origin. */
-static char *build_url(struct exchange *ex, const char *uri)
-{
-    const struct generation *gen = ex->gen;
-    const char *query = strchr(uri, '?');
-    struct strbuf url;
-    strbuf_init(&url);
-    if (strcmp(ex->path, gen->cfg->mcp_path) == 0) {
-        strbuf_puts(&url, gen->cfg->upstream);
-        if (query)
-            strbuf_printf(&url, "%c%s", strchr(gen->cfg->upstream, '?') ? '&' : '?', query + 1);
-    } else {
-        strbuf_puts(&url, gen->upstream_origin);
-        strbuf_puts(&url, uri);
-    }
-    if (url.oom) {
-        strbuf_free(&url);
-        return NULL;
-    }
-    return url.data;
-}
+static const struct upstream_callbacks upstream_callbacks = {
+    .head = on_upstream_head,
+    .body = on_upstream_body,
+    .done = on_upstream_done,
+};
 
-static int start_upstream(struct exchange *ex, enum evhttp_cmd_type cmd, const char *uri,
-                          const char *body, size_t body_len)
+/* Sends the request upstream. `done` may run before this returns: call it last. */
+static void start_upstream(struct exchange *ex, const char *body, size_t body_len)
 {
     const struct mcpeek_config *cfg = ex->gen->cfg;
-    ex->url = build_url(ex, uri);
-    ex->easy = upstream_easy_get(ex->w->upstream);
-    if (!ex->url || !ex->easy)
-        return -1;
-    CURL *e = ex->easy;
-    curl_easy_setopt(e, CURLOPT_URL, ex->url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, ex);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, ex);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->upstream_tls_verify ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->upstream_tls_verify ? 2L : 0L);
-    if (cfg->upstream_ca_file) {
-        /* This CA only: without clearing CAPATH, Debian's libcurl would also trust the
-         * system store. */
-        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream_ca_file);
-        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
-    }
-    if (cfg->upstream_tls_cert) {
-        curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->upstream_tls_cert);
-        curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->upstream_tls_key);
-    }
-    switch (cmd) {
-    case EVHTTP_REQ_GET:
-        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-        break;
-    case EVHTTP_REQ_HEAD:
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-        break;
-    case EVHTTP_REQ_POST:
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        break;
-    default:
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, ex->method);
-        break;
-    }
-    if (cmd == EVHTTP_REQ_POST || body_len > 0) {
-        /* Not copied: the request (and its input buffer) outlives the transfer. */
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    }
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, ex->req_headers);
-    ex->job.done = on_upstream_done;
-    ex->job.arg = ex;
-    if (upstream_add(ex->w->upstream, e, &ex->job) < 0)
-        return -1;
+    ex->call.cb = &upstream_callbacks;
+    ex->call.arg = ex;
+    ex->call.head = ex->req_head.data;
+    ex->call.head_len = ex->req_head.len;
+    ex->call.body = body;
+    ex->call.body_len = body_len;
+    ex->call.no_body_expected = strcmp(ex->method, "HEAD") == 0;
+    ex->calling = true;
     ex->sent_ns = worker_now_ns();
     set_timer(ex, cfg->upstream_response_timeout_ms);
-    return 0;
+    upstream_start(ex->w->upstream, &ex->gen->target, &ex->call);
 }
 
 /* ---- the exchange ------------------------------------------------------------------- */
@@ -713,9 +622,9 @@ static void exchange_finish(struct exchange *ex)
     struct worker *w = ex->w;
     index_exchange(ex, NULL);
     evtimer_del(ex->timer);
-    if (ex->easy) {
-        upstream_cancel(w->upstream, ex->easy);
-        ex->easy = NULL;
+    if (ex->calling) {
+        upstream_cancel(&ex->call);
+        ex->calling = false;
     }
     if (ex->req) {
         evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
@@ -752,8 +661,7 @@ static void exchange_finish(struct exchange *ex)
         ex->next->prev = ex->prev;
     w->exchanges--;
 
-    curl_slist_free_all(ex->req_headers);
-    free(ex->url);
+    strbuf_free(&ex->req_head);
     event_free(ex->timer);
     evbuffer_free(ex->chunk);
     strbuf_free(&ex->peek);
@@ -789,9 +697,9 @@ void proxy_log_refused(struct worker *w, const char *method, const char *path,
 void proxy_abort_exchange(struct exchange *ex)
 {
     ex->error = "shutdown";
-    if (ex->easy) {
-        upstream_cancel(ex->w->upstream, ex->easy);
-        ex->easy = NULL;
+    if (ex->calling) {
+        upstream_cancel(&ex->call);
+        ex->calling = false;
     }
     if (!ex->headers_sent)
         send_rpc_error(ex, 503, -32000, "mcpeek: shutting down");
@@ -883,6 +791,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     ex->timer = evtimer_new(w->base, on_timer, ex);
     ex->chunk = evbuffer_new();
     strbuf_init(&ex->peek);
+    strbuf_init(&ex->req_head);
     w->exchanges++;
     ex->next = w->live;
     if (w->live)
@@ -930,10 +839,11 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
     }
     evhttp_connection_set_closecb(ex->evcon, on_client_close, ex);
     index_exchange(ex, ex);
-    ex->req_headers = build_request_headers(ex, in, ex->tls != NULL);
-    if (start_upstream(ex, evhttp_request_get_command(req), uri, body, body_len) < 0) {
-        ex->error = "upstream_error";
-        send_rpc_error(ex, 502, -32000, "mcpeek: cannot start upstream request");
+    if (build_request_head(ex, in, uri, body_len) < 0) {
+        ex->error = "out_of_memory";
+        send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
         exchange_finish(ex);
+        return;
     }
+    start_upstream(ex, body, body_len);
 }

@@ -97,6 +97,51 @@ fail:
     return NULL;
 }
 
+SSL_CTX *tls_client_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        openssl_errors(errors, "upstream tls", "context");
+        return NULL;
+    }
+    static const unsigned char http11[] = "\x08http/1.1";
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_protos(ctx, http11, sizeof(http11) - 1);
+    if (cfg->upstream_tls_verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        /* upstream_ca_file replaces the system store: a private CA is trusted alone. */
+        int ok = cfg->upstream_ca_file
+                     ? SSL_CTX_load_verify_locations(ctx, cfg->upstream_ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            openssl_errors(errors, "upstream_ca_file",
+                           cfg->upstream_ca_file ? cfg->upstream_ca_file : "(system store)");
+            goto fail;
+        }
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (cfg->upstream_tls_cert) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, cfg->upstream_tls_cert) != 1) {
+            openssl_errors(errors, "upstream_tls_cert", cfg->upstream_tls_cert);
+            goto fail;
+        }
+        const char *key = cfg->upstream_tls_key ? cfg->upstream_tls_key : cfg->upstream_tls_cert;
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            openssl_errors(errors, "upstream_tls_key", key);
+            goto fail;
+        }
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
 struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg)
 {
     struct worker *w = arg;

@@ -11,13 +11,13 @@
 struct event_base;
 struct admin;
 struct metrics;
+struct upstream_target;
 
 /* `readiness_window_ms`: /readyz is 200 while the upstream answered within this window. */
 struct admin *admin_start(struct event_base *base, const char *listen_spec, struct metrics *metrics,
                           uint32_t readiness_window_ms, struct strbuf *errors);
 void admin_free(struct admin *admin);
-/* Where the readiness probe connects: the upstream origin "scheme://host[:port]". Resolved
- * here (blocking), so call it at start and reload only. */
-void admin_set_upstream(struct admin *admin, const char *origin);
+/* Where the readiness probe connects: the upstream target's first address (start, reload). */
+void admin_set_upstream(struct admin *admin, const struct upstream_target *target);
 
 #endif

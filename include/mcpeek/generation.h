@@ -15,12 +15,13 @@
 #include "mcpeek/accesslog.h"
 #include "mcpeek/config.h"
 #include "mcpeek/strbuf.h"
+#include "mcpeek/upstream_target.h"
 
 struct generation {
     struct mcpeek_config *cfg; /* owned */
     atomic_uint refs;
-    unsigned long number;  /* 1 for the first load, +1 per successful reload */
-    char *upstream_origin; /* "scheme://host[:port]" of cfg->upstream, owned */
+    unsigned long number;          /* 1 for the first load, +1 per successful reload */
+    struct upstream_target target; /* cfg->upstream parsed, resolved, TLS context loaded */
     struct accesslog_options log_opts;
     unsigned char *hmac_key; /* pseudonymize_key_file content, owned, NULL when unset */
     size_t hmac_key_len;

@@ -19,6 +19,11 @@ struct event_base;
  * minimum, ALPN http/1.1, session tickets on). NULL after appending the reason to errors. */
 SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors);
 
+/* Builds the upstream (client) context: TLS >= 1.2, ALPN http/1.1, peer verification
+ * unless upstream_tls_verify is off (upstream_ca_file alone, else the system store), client
+ * certificate when upstream_tls_cert is set. NULL after appending the reason to `errors`. */
+SSL_CTX *tls_client_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors);
+
 /* evhttp bevcb for HTTPS listeners: a TLS bufferevent under the request guard.
  * `arg` is the struct worker. */
 struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg);

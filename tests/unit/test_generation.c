@@ -30,16 +30,20 @@ static struct generation *load(struct mcpeek_config *cfg, struct strbuf *errors)
     return generation_new(cfg, 1, errors);
 }
 
-static void test_origin_of_upstream(void **state)
+static void test_upstream_target_from_url(void **state)
 {
     (void)state;
     static const struct {
         const char *url;
-        const char *origin;
+        const char *origin, *authority, *path;
+        bool tls;
     } cases[] = {
-        {"http://127.0.0.1:3000/mcp", "http://127.0.0.1:3000"},
-        {"https://api.example.com/v1/mcp?x=1", "https://api.example.com"},
-        {"http://[::1]:8080/mcp", "http://[::1]:8080"},
+        {"http://127.0.0.1:3000/mcp", "http://127.0.0.1:3000", "127.0.0.1:3000", "/mcp", false},
+        {"https://localhost/v1/mcp?x=1", "https://localhost", "localhost", "/v1/mcp?x=1", true},
+        {"http://[::1]:8080/mcp", "http://[::1]:8080", "[::1]:8080", "/mcp", false},
+        {"HTTP://127.0.0.1", "http://127.0.0.1", "127.0.0.1", "/", false},
+        {"http://127.0.0.1:80?q=1", "http://127.0.0.1", "127.0.0.1", "/?q=1", false},
+        {"https://127.0.0.1:443/", "https://127.0.0.1", "127.0.0.1", "/", true},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct mcpeek_config *cfg = config_defaults();
@@ -47,11 +51,46 @@ static void test_origin_of_upstream(void **state)
         cfg->upstream = strdup(cases[i].url);
         struct strbuf errors;
         struct generation *gen = load(cfg, &errors);
-        assert_non_null(gen);
-        if (strcmp(gen->upstream_origin, cases[i].origin) != 0)
-            fail_msg("origin of %s: expected %s, got %s", cases[i].url, cases[i].origin,
-                     gen->upstream_origin);
+        if (!gen)
+            fail_msg("%s: %s", cases[i].url, errors.data);
+        const struct upstream_target *t = &gen->target;
+        if (strcmp(t->origin, cases[i].origin) != 0 ||
+            strcmp(t->authority, cases[i].authority) != 0 || strcmp(t->path, cases[i].path) != 0)
+            fail_msg("%s: expected %s %s %s, got %s %s %s", cases[i].url, cases[i].origin,
+                     cases[i].authority, cases[i].path, t->origin, t->authority, t->path);
+        assert_int_equal(t->tls, cases[i].tls);
+        assert_true(t->n_addrs >= 1);
+        assert_int_equal(t->ssl_ctx != NULL, cases[i].tls);
         generation_unref(gen);
+        strbuf_free(&errors);
+    }
+}
+
+static void test_upstream_url_mcpeek_cannot_use_fails_the_load(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *message;
+    } cases[] = {
+        {"http://user:pw@127.0.0.1/mcp", "cannot use URL"},
+        {"http://127.0.0.1:0/mcp", "cannot use URL"},
+        {"http://127.0.0.1:65536/mcp", "cannot use URL"},
+        {"http://127.0.0.1:80x/mcp", "cannot use URL"},
+        {"http://[::1/mcp", "cannot use URL"},
+        {"ftp://127.0.0.1/mcp", "cannot use URL"},
+        {"http://no-such-host.invalid/mcp", "cannot resolve 'no-such-host.invalid'"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct mcpeek_config *cfg = config_defaults();
+        free(cfg->upstream);
+        cfg->upstream = strdup(cases[i].url);
+        struct strbuf errors;
+        struct generation *gen = load(cfg, &errors);
+        if (gen)
+            fail_msg("%s: loaded, expected an error", cases[i].url);
+        if (!errors.data || !strstr(errors.data, cases[i].message))
+            fail_msg("%s: expected '%s' in the error, got '%s'", cases[i].url, cases[i].message,
+                     errors.data ? errors.data : "");
         strbuf_free(&errors);
     }
 }
@@ -166,7 +205,8 @@ static void test_references_keep_the_generation_alive(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_origin_of_upstream),
+        cmocka_unit_test(test_upstream_target_from_url),
+        cmocka_unit_test(test_upstream_url_mcpeek_cannot_use_fails_the_load),
         cmocka_unit_test(test_tokens_file_skips_comments_and_blanks),
         cmocka_unit_test(test_empty_tokens_file_is_an_error),
         cmocka_unit_test(test_short_hmac_key_is_refused_and_good_key_is_used),

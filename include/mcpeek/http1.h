@@ -1,0 +1,65 @@
+/* http1: HTTP/1.x message parsing that allocates nothing (RFC 9112).
+ *
+ * A response head parser whose results point into the caller's buffer, and a chunked
+ * transfer-coding decoder that hands back payload spans of the input as it is fed, whatever
+ * the chunk boundaries. No I/O here: upstream.c feeds them what it reads.
+ */
+#ifndef MCPEEK_HTTP1_H
+#define MCPEEK_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Headers kept per response head; a head with more is refused as malformed. */
+#define HTTP1_MAX_HEADERS 100
+
+/* One header field; name and value point into the parsed buffer, not NUL terminated.
+ * The value has its surrounding whitespace removed. */
+struct http1_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+struct http1_response {
+    int minor;  /* the x of HTTP/1.x */
+    int status; /* 100..999 */
+    struct http1_header headers[HTTP1_MAX_HEADERS];
+    size_t n_headers;
+};
+
+/* Parses the response head at the start of buf[0..len). Returns the head's length in bytes
+ * (through the empty line) when it is complete, 0 when more bytes are needed, -1 when it is
+ * malformed. Lines may end in CRLF or a bare LF (RFC 9112 2.2); obsolete line folding and
+ * header names with whitespace before the colon are refused. */
+ssize_t http1_parse_response_head(const char *buf, size_t len, struct http1_response *out);
+
+/* The value of the first header named `name` (case-insensitive), or NULL; `*len` is set. */
+const char *http1_find_header(const struct http1_response *r, const char *name, size_t *len);
+
+/* True when the comma-separated header value contains `token` (case-insensitive). */
+bool http1_value_has_token(const char *value, size_t len, const char *token);
+
+/* Content-Length value: 0 and the length, or -1 when not a plain decimal number. */
+int http1_parse_content_length(const char *value, size_t len, uint64_t *out);
+
+/* Chunked decoder state; zero it to start a body. */
+struct http1_chunked {
+    unsigned state;
+    unsigned digits;    /* hex digits read of the current size line */
+    uint64_t remaining; /* payload bytes left in the current chunk */
+};
+
+/* Consumes a prefix of in[0..len): returns the bytes consumed (> 0 while len > 0 and the
+ * body is not complete) or -1 on a framing error. Payload found in that prefix is returned
+ * as `*data`, `*data_len` (a span of `in`, length 0 when the prefix held only framing). */
+ssize_t http1_chunked_feed(struct http1_chunked *c, const char *in, size_t len, const char **data,
+                           size_t *data_len);
+
+/* True once the last chunk and the trailer section were consumed. */
+bool http1_chunked_done(const struct http1_chunked *c);
+
+#endif

@@ -1,0 +1,249 @@
+/* http1: response heads and chunked bodies parsed in place.
+ *
+ * The head parser is re-run from the start of the buffer each time more bytes arrive; heads
+ * are capped by the caller (a few KiB in practice), so that costs less than keeping state.
+ * The chunked decoder is a byte-driven state machine because chunk boundaries fall anywhere
+ * in what one read() returns.
+ */
+#include "mcpeek/http1.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* RFC 9110 5.6.2 tchar: what a header name may consist of. */
+static bool http1_is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* End of the line starting at p (the '\n'), or NULL when it is not complete. */
+static const char *http1_line_end(const char *p, const char *end)
+{
+    return memchr(p, '\n', (size_t)(end - p));
+}
+
+/* Length of the line without its CR LF / LF. */
+static size_t http1_line_len(const char *p, const char *nl)
+{
+    return (size_t)(nl - p) - (nl > p && nl[-1] == '\r' ? 1 : 0);
+}
+
+static int http1_parse_status_line(const char *p, size_t n, struct http1_response *out)
+{
+    /* "HTTP/1.1 200 OK": the reason phrase is optional and ignored. */
+    if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9' || p[8] != ' ')
+        return -1;
+    if (p[9] < '1' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+        return -1;
+    if (n > 12 && p[12] != ' ')
+        return -1;
+    out->minor = p[7] - '0';
+    out->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    return 0;
+}
+
+static int http1_parse_field(const char *p, size_t n, struct http1_response *out)
+{
+    const char *colon = memchr(p, ':', n);
+    if (!colon || colon == p || out->n_headers == HTTP1_MAX_HEADERS)
+        return -1;
+    for (const char *c = p; c < colon; c++)
+        if (!http1_is_tchar((unsigned char)*c))
+            return -1; /* also refuses "Name :" and obsolete folding (leading space) */
+    const char *v = colon + 1, *end = p + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    for (const char *c = v; c < end; c++)
+        if ((unsigned char)*c < 0x20 && *c != '\t')
+            return -1; /* a stray CR or NUL would let a value smuggle a line */
+    struct http1_header *h = &out->headers[out->n_headers++];
+    h->name = p;
+    h->name_len = (size_t)(colon - p);
+    h->value = v;
+    h->value_len = (size_t)(end - v);
+    return 0;
+}
+
+ssize_t http1_parse_response_head(const char *buf, size_t len, struct http1_response *out)
+{
+    const char *p = buf, *end = buf + len, *nl;
+    out->n_headers = 0;
+    if (!(nl = http1_line_end(p, end)))
+        return len >= 7 && memcmp(buf, "HTTP/1.", 7) != 0 ? -1 : 0;
+    if (http1_parse_status_line(p, http1_line_len(p, nl), out) < 0)
+        return -1;
+    for (p = nl + 1; (nl = http1_line_end(p, end)) != NULL; p = nl + 1) {
+        size_t n = http1_line_len(p, nl);
+        if (n == 0)
+            return (ssize_t)(nl + 1 - buf);
+        if (http1_parse_field(p, n, out) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+const char *http1_find_header(const struct http1_response *r, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct http1_header *h = &r->headers[i];
+        if (h->name_len == n && strncasecmp(h->name, name, n) == 0) {
+            *len = h->value_len;
+            return h->value;
+        }
+    }
+    *len = 0;
+    return NULL;
+}
+
+bool http1_value_has_token(const char *value, size_t len, const char *token)
+{
+    size_t n = strlen(token);
+    const char *p = value, *end = value + len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *start = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *stop = p;
+        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'))
+            stop--;
+        if ((size_t)(stop - start) == n && strncasecmp(start, token, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+int http1_parse_content_length(const char *value, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 18) /* 18 digits cannot overflow */
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(value[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- chunked transfer coding (RFC 9112 7.1) -------------------------------------------- */
+
+enum {
+    CHUNK_SIZE = 0,   /* hex digits of the size */
+    CHUNK_EXT,        /* chunk extensions: skipped up to the LF */
+    CHUNK_DATA,       /* `remaining` payload bytes */
+    CHUNK_DATA_CR,    /* the CR LF after the payload */
+    CHUNK_DATA_LF,    /* the LF after the payload */
+    CHUNK_TRAILER,    /* at the start of a trailer line (or of the final empty line) */
+    CHUNK_TRAILER_CR, /* the empty line's CR was read; its LF must follow */
+    CHUNK_TRAILER_SKIP /* inside a trailer field line: skipped */,
+    CHUNK_DONE,
+};
+
+/* Chunk sizes above this are refused rather than risk overflowing `remaining`. */
+#define CHUNK_MAX_DIGITS 15
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+ssize_t http1_chunked_feed(struct http1_chunked *c, const char *in, size_t len, const char **data,
+                           size_t *data_len)
+{
+    size_t i = 0;
+    *data = NULL;
+    *data_len = 0;
+    while (i < len) {
+        char ch = in[i];
+        switch (c->state) {
+        case CHUNK_SIZE: {
+            int h = hex_value(ch);
+            if (h >= 0) {
+                if (++c->digits > CHUNK_MAX_DIGITS)
+                    return -1;
+                c->remaining = c->remaining * 16 + (uint64_t)h;
+                i++;
+                break;
+            }
+            if (c->digits == 0)
+                return -1;
+            if (ch != ';' && ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+                return -1;
+            c->state = CHUNK_EXT;
+            break;
+        }
+        case CHUNK_EXT:
+            i++;
+            if (ch != '\n')
+                break;
+            c->digits = 0;
+            c->state = c->remaining > 0 ? CHUNK_DATA : CHUNK_TRAILER;
+            break;
+        case CHUNK_DATA: {
+            size_t take = len - i < c->remaining ? len - i : (size_t)c->remaining;
+            c->remaining -= take;
+            if (c->remaining == 0)
+                c->state = CHUNK_DATA_CR;
+            *data = in + i;
+            *data_len = take;
+            return (ssize_t)(i + take);
+        }
+        case CHUNK_DATA_CR:
+            i++;
+            if (ch == '\r')
+                c->state = CHUNK_DATA_LF;
+            else if (ch == '\n')
+                c->state = CHUNK_SIZE;
+            else
+                return -1;
+            break;
+        case CHUNK_DATA_LF:
+            i++;
+            if (ch != '\n')
+                return -1;
+            c->state = CHUNK_SIZE;
+            break;
+        case CHUNK_TRAILER:
+            i++;
+            if (ch == '\n') {
+                c->state = CHUNK_DONE;
+                return (ssize_t)i;
+            }
+            c->state = ch == '\r' ? CHUNK_TRAILER_CR : CHUNK_TRAILER_SKIP;
+            break;
+        case CHUNK_TRAILER_CR:
+            i++;
+            if (ch != '\n')
+                return -1;
+            c->state = CHUNK_DONE;
+            return (ssize_t)i;
+        case CHUNK_TRAILER_SKIP:
+            i++;
+            if (ch == '\n')
+                c->state = CHUNK_TRAILER;
+            break;
+        default: /* CHUNK_DONE: nothing more belongs to this body */
+            return (ssize_t)i;
+        }
+    }
+    return (ssize_t)i;
+}
+
+bool http1_chunked_done(const struct http1_chunked *c)
+{
+    return c->state == CHUNK_DONE;
+}

@@ -1,0 +1,151 @@
+/* upstream_target: the `upstream` URL turned into addresses, a Host value and a TLS context.
+ *
+ * Only what a reverse proxy needs from a URL is accepted: http or https, a host name, IPv4
+ * or [IPv6] literal, an optional port, a path and query. Userinfo and fragments are refused
+ * rather than guessed at.
+ */
+#include "mcpeek/upstream_target.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mcpeek/tls.h"
+
+int upstream_target_parse_url(const char *url, bool *tls, char *host, size_t host_size,
+                              unsigned *port, const char **path)
+{
+    const char *p;
+    if (strncasecmp(url, "http://", 7) == 0) {
+        *tls = false;
+        p = url + 7;
+    } else if (strncasecmp(url, "https://", 8) == 0) {
+        *tls = true;
+        p = url + 8;
+    } else {
+        return -1;
+    }
+    size_t auth_len = strcspn(p, "/?#");
+    if (p[auth_len] == '#' || strchr(p, '#') || memchr(p, '@', auth_len))
+        return -1;
+    const char *h = p, *h_end, *colon = NULL;
+    if (*p == '[') {
+        const char *close = memchr(p, ']', auth_len);
+        if (!close)
+            return -1;
+        h = p + 1;
+        h_end = close;
+        if (close + 1 < p + auth_len) {
+            if (close[1] != ':')
+                return -1;
+            colon = close + 1;
+        }
+    } else {
+        colon = memchr(p, ':', auth_len);
+        h_end = colon ? colon : p + auth_len;
+    }
+    size_t hlen = (size_t)(h_end - h);
+    if (hlen == 0 || hlen >= host_size)
+        return -1;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = *tls ? 443 : 80;
+    if (colon) {
+        const char *d = colon + 1, *d_end = p + auth_len;
+        unsigned v = 0;
+        if (d == d_end || d_end - d > 5)
+            return -1;
+        for (; d < d_end; d++) {
+            if (*d < '0' || *d > '9')
+                return -1;
+            v = v * 10 + (unsigned)(*d - '0');
+        }
+        if (v == 0 || v > 65535)
+            return -1;
+        *port = v;
+    }
+    *path = p + auth_len;
+    return 0;
+}
+
+static int upstream_target_resolve(struct upstream_target *t, unsigned port, struct strbuf *errors)
+{
+    char service[8];
+    snprintf(service, sizeof(service), "%u", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *list = NULL;
+    int rc = getaddrinfo(t->host, service, &hints, &list);
+    if (rc != 0) {
+        strbuf_printf(errors, "upstream: cannot resolve '%s': %s\n", t->host, gai_strerror(rc));
+        return -1;
+    }
+    for (struct addrinfo *ai = list; ai && t->n_addrs < UPSTREAM_MAX_ADDRS; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(t->addrs[0]))
+            continue;
+        memcpy(&t->addrs[t->n_addrs], ai->ai_addr, ai->ai_addrlen);
+        t->addr_lens[t->n_addrs++] = ai->ai_addrlen;
+    }
+    freeaddrinfo(list);
+    if (t->n_addrs == 0) {
+        strbuf_printf(errors, "upstream: '%s' has no usable address\n", t->host);
+        return -1;
+    }
+    return 0;
+}
+
+int upstream_target_init(struct upstream_target *t, const struct mcpeek_config *cfg,
+                         struct strbuf *errors)
+{
+    unsigned port;
+    const char *path;
+    memset(t, 0, sizeof(*t));
+    if (upstream_target_parse_url(cfg->upstream, &t->tls, t->host, sizeof(t->host), &port, &path) <
+        0) {
+        strbuf_printf(errors,
+                      "upstream: cannot use URL '%s' (expected http(s)://host[:port]/path)\n",
+                      cfg->upstream);
+        return -1;
+    }
+    bool v6 = strchr(t->host, ':') != NULL;
+    bool default_port = port == (t->tls ? 443u : 80u);
+    char port_part[8] = "";
+    if (!default_port)
+        snprintf(port_part, sizeof(port_part), ":%u", port);
+    snprintf(t->authority, sizeof(t->authority), "%s%s%s%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
+             port_part);
+    snprintf(t->origin, sizeof(t->origin), "%s://%s", t->tls ? "https" : "http", t->authority);
+    snprintf(t->key, sizeof(t->key), "%s:%u", t->origin, port);
+    t->path = strdup(*path ? path : "/");
+    t->connect_timeout_ms = cfg->upstream_connect_timeout_ms;
+    if (!t->path) {
+        strbuf_puts(errors, "out of memory\n");
+        goto fail;
+    }
+    if (t->path[0] == '?') {
+        /* "http://host?x" means path "/" with that query. */
+        char *fixed = malloc(strlen(t->path) + 2);
+        if (!fixed)
+            goto fail;
+        fixed[0] = '/';
+        strcpy(fixed + 1, t->path);
+        free(t->path);
+        t->path = fixed;
+    }
+    if (upstream_target_resolve(t, port, errors) < 0)
+        goto fail;
+    if (t->tls && !(t->ssl_ctx = tls_client_ctx_new(cfg, errors)))
+        goto fail;
+    return 0;
+fail:
+    upstream_target_clear(t);
+    return -1;
+}
+
+void upstream_target_clear(struct upstream_target *t)
+{
+    free(t->path);
+    SSL_CTX_free(t->ssl_ctx);
+    memset(t, 0, sizeof(*t));
+}
