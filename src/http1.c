@@ -86,6 +86,84 @@ ssize_t http1_parse_response_head(const char *buf, size_t len, struct http1_resp
     return 0;
 }
 
+size_t http1_head_end(const char *buf, size_t len, size_t from)
+{
+    for (size_t i = from > 2 ? from - 2 : 0; i + 1 < len; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (buf[i + 1] == '\n')
+            return i + 2;
+        if (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')
+            return i + 3;
+    }
+    return 0;
+}
+
+/* Cuts the line [p, nl] into a NUL-terminated string (CR or LF replaced); returns its end. */
+static char *http1_terminate_line(char *p, char *nl)
+{
+    char *end = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+    *end = '\0';
+    return end;
+}
+
+static int http1_parse_request_line(char *p, char *end, struct http1_request *out)
+{
+    /* METHOD SP target SP HTTP/1.x, exactly (RFC 9112 3) */
+    char *sp1 = memchr(p, ' ', (size_t)(end - p));
+    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+    if (!sp1 || sp1 == p || !sp2 || sp2 == sp1 + 1 || end - sp2 - 1 != 8 ||
+        memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || sp2[8] < '0' || sp2[8] > '9')
+        return -1;
+    for (char *c = p; c < sp1; c++)
+        if (!http1_is_tchar((unsigned char)*c))
+            return -1;
+    for (char *c = sp1 + 1; c < sp2; c++)
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
+            return -1;
+    *sp1 = '\0';
+    *sp2 = '\0';
+    out->method = p;
+    out->target = sp1 + 1;
+    out->minor = sp2[8] - '0';
+    return 0;
+}
+
+int http1_parse_request_head(char *buf, size_t head_len, struct http1_request *out)
+{
+    char *p = buf, *end = buf + head_len, *nl;
+    out->n_headers = 0;
+    if (!(nl = memchr(p, '\n', (size_t)(end - p))))
+        return -1;
+    char *line_end = http1_terminate_line(p, nl);
+    if (http1_parse_request_line(p, line_end, out) < 0)
+        return -1;
+    for (p = nl + 1; p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1) {
+        size_t n = http1_line_len(p, nl);
+        if (n == 0)
+            return 0;
+        struct http1_response fields; /* reuse the response field parser on one line */
+        fields.n_headers = 0;
+        if (http1_parse_field(p, n, &fields) < 0)
+            return -1;
+        if (out->n_headers == HTTP1_MAX_HEADERS)
+            return -2;
+        struct http1_header *h = &out->headers[out->n_headers++];
+        *h = fields.headers[0];
+        ((char *)h->name)[h->name_len] = '\0';   /* the colon */
+        ((char *)h->value)[h->value_len] = '\0'; /* whitespace, CR or LF after the value */
+    }
+    return 0;
+}
+
+const char *http1_request_header(const struct http1_request *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
 const char *http1_find_header(const struct http1_response *r, const char *name, size_t *len)
 {
     size_t n = strlen(name);

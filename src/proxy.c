@@ -1,21 +1,15 @@
 /* proxy: one exchange, from the buffered client request to the one log line it leaves.
  *
- * evhttp hands us a complete request (headers and body). We summarise the body once
+ * client.c hands us a complete request (head and body). We summarise the body once
  * (jsonrpc.c), send the request on the worker's upstream pool (upstream.c), relay the
  * upstream status and headers as soon as they arrive, then every body chunk as it is read.
  * When the client reads slower than the upstream writes, reading the upstream is paused
- * until evhttp reports the client's output buffer drained, so memory per exchange stays
- * bounded. Whatever ends the exchange calls exchange_finish(), the only
- * place that writes the log line and frees the exchange.
+ * until the client's output is written, so memory per exchange stays bounded. Whatever ends the
+ * exchange calls exchange_finish(), the only place that writes the log line and frees the exchange.
  */
 #include "mcpeek/proxy.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/http_struct.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,24 +17,21 @@
 #include <time.h>
 
 #include "mcpeek/accesslog.h"
+#include "mcpeek/client.h"
 #include "mcpeek/jsonrpc.h"
 #include "mcpeek/sse.h"
-#include "mcpeek/tls.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
 /* Pause the upstream while this much is waiting in the client's socket buffer. */
 #define CLIENT_HIGH_WATER (256 * 1024)
-/* While waiting for a close-delimited response to reach the client: check interval. */
-#define PROXY_FLUSH_POLL_MS 5
 /* Bytes of a JSON answer kept to read its error.code for the log line. */
 #define JSON_PEEK_MAX (64 * 1024)
 
 struct exchange {
     struct worker *w;
-    struct generation *gen;     /* one reference, for the exchange's whole life */
-    struct evhttp_request *req; /* NULL once the client is gone */
-    struct evhttp_connection *evcon;
+    struct generation *gen;       /* one reference, for the exchange's whole life */
+    struct client *client;        /* NULL once the client is gone */
     struct exchange *next, *prev; /* worker->live list */
 
     struct upstream_call call;
@@ -55,8 +46,7 @@ struct exchange {
     char *protocol_version;
     char *path;
     const char *method;
-    const char *tls;    /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
-    evutil_socket_t fd; /* the client socket, key of worker->by_fd */
+    const char *tls; /* "TLSv1.3" on HTTPS, NULL on plain HTTP (static string) */
     char client_ip[64];
 
     struct timespec started;
@@ -74,13 +64,10 @@ struct exchange {
     uint64_t bytes_out;
     struct sse_counter sse; /* events relayed, for the log line */
 
-    struct evbuffer *chunk; /* reused for every chunk sent */
-    struct strbuf peek;     /* start of a JSON answer, for rpc_error_code */
+    struct strbuf peek; /* start of a JSON answer, for rpc_error_code */
     bool has_rpc_error;
     long long rpc_error_code;
-    bool close_client;   /* end by closing: the body was cut short */
-    bool delimited;      /* the response has a length or chunked framing (else: ends at close) */
-    bool awaiting_flush; /* finished upstream-side, waiting for the client to get every byte */
+    bool close_client; /* end by closing: the body was cut short */
     const char *error;
 };
 
@@ -136,126 +123,44 @@ static char *header_copy(const char *value, size_t max)
     return value ? openai_meta_copy(value, strlen(value), max) : NULL;
 }
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-        return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    }
-    return "OTHER";
-}
-
-/* evhttp frees a connection it is to close as soon as the response has left the guard's
- * filter, before the socket under it has written everything (see guard.c), so the tail of
- * the response would be lost. Once the response head (saying `Connection: close`) is out,
- * the closing is left to the client: it reads the whole delimited response, then closes.
- * A body delimited only by the close (HTTP/1.0, no length) must still be closed by us. */
-static void leave_close_to_client(struct evhttp_request *req, bool delimited)
-{
-    if (!delimited)
-        return;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    while (evhttp_remove_header(in, "Connection") == 0)
-        ;
-    while (evhttp_remove_header(evhttp_request_get_output_headers(req), "Connection") == 0)
-        ;
-    if (req->major == 1 && req->minor == 0)
-        evhttp_add_header(in, "Connection", "keep-alive");
-}
-
 /* ---- responses mcpeek makes itself --------------------------------------------------- */
 
 /* Sends `status` with a JSON-RPC error body naming the request id when known. */
 static void send_rpc_error(struct exchange *ex, int status, int code, const char *message)
 {
-    if (!ex->req || ex->headers_sent)
+    if (!ex->client || ex->headers_sent)
         return;
-    struct evbuffer *body = evbuffer_new();
-    if (!body)
+    struct strbuf *body = &ex->w->scratch;
+    strbuf_reset(body);
+    strbuf_printf(body, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":{\"code\":%d,\"message\":",
+                  ex->rpc.id_json ? ex->rpc.id_json : "null", code);
+    strbuf_json_string(body, message, strlen(message), strlen(message));
+    strbuf_puts(body, "}}");
+    if (body->oom)
         return;
-    struct strbuf msg;
-    strbuf_init(&msg);
-    strbuf_json_string(&msg, message, strlen(message), strlen(message));
-    evbuffer_add_printf(
-        body, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":{\"code\":%d,\"message\":%s}}",
-        ex->rpc.id_json ? ex->rpc.id_json : "null", code, msg.data ? msg.data : "\"error\"");
-    strbuf_free(&msg);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ex->req);
-    evhttp_clear_headers(out);
-    evhttp_add_header(out, "Content-Type", "application/json");
-    if (status == 401)
-        evhttp_add_header(out, "WWW-Authenticate", "Bearer");
+    static const char json[] = "Content-Type: application/json\r\n";
+    static const char json_401[] = "Content-Type: application/json\r\nWWW-Authenticate: Bearer\r\n";
     ex->status = status;
     ex->kind = RESPONSE_JSON;
     ex->has_rpc_error = true;
     ex->rpc_error_code = code;
-    ex->bytes_out += evbuffer_get_length(body);
+    ex->bytes_out += body->len;
     ex->headers_sent = true;
-    char length[24];
-    snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
-    evhttp_add_header(out, "Content-Length", length);
-    /* evhttp owns the request from here and frees it once the reply is written. */
-    evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
-    evhttp_send_reply_start(ex->req, status, NULL);
-    leave_close_to_client(ex->req, true);
-    evhttp_send_reply_chunk(ex->req, body);
-    evhttp_send_reply_end(ex->req);
-    ex->req = NULL;
-    evbuffer_free(body);
+    if (status == 401)
+        client_respond_start(ex->client, status, json_401, sizeof(json_401) - 1,
+                             (int64_t)body->len);
+    else
+        client_respond_start(ex->client, status, json, sizeof(json) - 1, (int64_t)body->len);
+    client_respond_body(ex->client, body->data, body->len);
 }
 
 /* ---- upstream -> client ------------------------------------------------------------- */
 
-static evutil_socket_t client_fd(struct evhttp_connection *evcon)
+/* client.c: everything queued for the client was written. */
+static void on_client_drained(void *arg)
 {
-    return bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
-}
-
-static void index_exchange(struct exchange *ex, struct exchange *value)
-{
-    struct worker *w = ex->w;
-    evutil_socket_t fd = ex->fd;
-    if (fd < 0)
-        return;
-    if ((size_t)fd >= w->by_fd_len) {
-        if (!value)
-            return;
-        size_t len = (size_t)fd * 2 + 64;
-        struct exchange **grown = realloc(w->by_fd, len * sizeof(*grown));
-        if (!grown)
-            return; /* without the index, a paused transfer resumes at its next chunk */
-        memset(grown + w->by_fd_len, 0, (len - w->by_fd_len) * sizeof(*grown));
-        w->by_fd = grown;
-        w->by_fd_len = len;
-    }
-    if (value || w->by_fd[fd] == ex)
-        w->by_fd[fd] = value;
-}
-
-/* evhttp: everything queued for the client was handed on. `arg` is the worker, never the
- * exchange: evhttp may call this after the exchange ended, so it is looked up by socket. */
-static void on_client_drained(struct evhttp_connection *evcon, void *arg)
-{
-    struct worker *w = arg;
-    evutil_socket_t fd = client_fd(evcon);
-    struct exchange *ex = fd >= 0 && (size_t)fd < w->by_fd_len ? w->by_fd[fd] : NULL;
-    if (ex && ex->evcon == evcon && ex->paused && ex->calling) {
+    struct exchange *ex = arg;
+    if (ex->paused && ex->calling) {
         ex->paused = false;
         upstream_resume(&ex->call);
     }
@@ -271,89 +176,92 @@ static void set_timer(struct exchange *ex, uint32_t ms)
     evtimer_add(ex->timer, &tv);
 }
 
-static enum response_kind classify_response(struct exchange *ex, struct evkeyvalq *headers)
+static bool header_value_is(const struct http1_response *r, const char *name, const char *prefix)
 {
+    size_t len, n = strlen(prefix);
+    const char *v = http1_find_header(r, name, &len);
+    return v && len >= n && strncasecmp(v, prefix, n) == 0;
+}
+
+static enum response_kind classify_response(struct exchange *ex, const struct http1_response *r)
+{
+    size_t len;
     if (ex->status == 204 || ex->status == 304 || strcmp(ex->method, "HEAD") == 0)
         return RESPONSE_EMPTY;
-    const char *ct = evhttp_find_header(headers, "Content-Type");
-    if (ct && strncasecmp(ct, "text/event-stream", 17) == 0)
+    if (header_value_is(r, "Content-Type", "text/event-stream"))
         return RESPONSE_SSE;
-    const char *cl = evhttp_find_header(headers, "Content-Length");
-    if (cl && strcmp(cl, "0") == 0)
+    const char *cl = http1_find_header(r, "Content-Length", &len);
+    if (cl && len == 1 && cl[0] == '0')
         return RESPONSE_EMPTY;
-    if (ct && strncasecmp(ct, "application/json", 16) == 0)
+    if (header_value_is(r, "Content-Type", "application/json"))
         return RESPONSE_JSON;
     return RESPONSE_OTHER;
 }
 
-/* Upstream headers are complete: send status and headers to the client now. */
-static void relay_headers(struct exchange *ex)
+/* The upstream's end-to-end headers as a block of lines for the client: hop-by-hop ones,
+ * those the upstream named in Connection, and the framing (client.c writes its own) stay
+ * behind. Returns the Content-Length, or -1 when the body length is not known. */
+static int64_t response_headers(struct exchange *ex, const struct http1_response *r,
+                                struct strbuf *out)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ex->req);
-    ex->kind = classify_response(ex, out);
-    const char *sid = evhttp_find_header(out, "Mcp-Session-Id");
-    if (sid && !ex->session_id) {
-        ex->session_id = header_copy(sid, kept_len(ex->gen->cfg));
-        ex->response_has_session = true;
+    size_t conn_len, n;
+    const char *conn = http1_find_header(r, "Connection", &conn_len);
+    char name[256];
+    int64_t length = -1;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct http1_header *h = &r->headers[i];
+        if (h->name_len >= sizeof(name))
+            continue;
+        memcpy(name, h->name, h->name_len);
+        name[h->name_len] = '\0';
+        if (strcasecmp(name, "Content-Length") == 0) {
+            uint64_t v;
+            if (!http1_find_header(r, "Transfer-Encoding", &n) &&
+                http1_parse_content_length(h->value, h->value_len, &v) == 0)
+                length = (int64_t)v;
+            continue;
+        }
+        if (header_is_hop_by_hop(name) || (conn && http1_value_has_token(conn, conn_len, name)))
+            continue;
+        if (strcasecmp(name, "Mcp-Session-Id") == 0 && !ex->session_id) {
+            ex->session_id = openai_meta_copy(h->value, h->value_len, kept_len(ex->gen->cfg));
+            ex->response_has_session = true;
+        }
+        strbuf_append(out, h->name, h->name_len);
+        strbuf_append(out, ": ", 2);
+        strbuf_append(out, h->value, h->value_len);
+        strbuf_append(out, "\r\n", 2);
     }
-    bool has_length = evhttp_find_header(out, "Content-Length") != NULL;
+    return length;
+}
+
+/* Upstream headers are complete: send status and headers to the client now. */
+static void on_upstream_head(void *arg, const struct http1_response *r)
+{
+    struct exchange *ex = arg;
+    ex->upstream_ms = ms_between(ex->sent_ns, worker_now_ns());
+    if (!ex->client)
+        return;
+    ex->status = r->status;
+    ex->kind = classify_response(ex, r);
+    struct strbuf *block = &ex->w->scratch;
+    strbuf_reset(block);
+    int64_t length = response_headers(ex, r, block);
     ex->headers_sent = true;
     evtimer_del(ex->timer);
     metrics_upstream_ok(ex->w->shared->metrics, worker_now_ms());
-    evhttp_send_reply_start(ex->req, ex->status, NULL);
-    ex->delimited = has_length || ex->req->chunked;
-    leave_close_to_client(ex->req, ex->delimited);
-    /* evhttp keeps its request read timeout while it writes (it reads only to notice a
-     * close): a long response or an idle SSE stream would be cut by it. While responding,
-     * only a client that stops accepting bytes times out. */
-    uint32_t ms = ex->gen->cfg->client_send_timeout_ms;
-    struct timeval write_tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
-    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(ex->evcon), NULL, &write_tv);
+    client_respond_start(ex->client, ex->status, block->data ? block->data : "", block->len,
+                         length);
     if (ex->kind == RESPONSE_SSE) {
         metrics_stream_opened(ex->w->metrics);
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
     }
 }
 
-/* Copies the upstream's end-to-end headers into the client response: hop-by-hop ones and
- * those the upstream named in Connection stay behind. */
-static void copy_response_headers(struct exchange *ex, const struct http1_response *r)
-{
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ex->req);
-    struct strbuf *tmp = &ex->w->scratch;
-    size_t conn_len;
-    const char *conn = http1_find_header(r, "Connection", &conn_len);
-    evhttp_clear_headers(out);
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct http1_header *h = &r->headers[i];
-        strbuf_reset(tmp);
-        strbuf_append(tmp, h->name, h->name_len);
-        strbuf_append(tmp, "", 1);
-        strbuf_append(tmp, h->value, h->value_len);
-        if (tmp->oom)
-            continue;
-        const char *name = tmp->data, *value = tmp->data + h->name_len + 1;
-        if (header_is_hop_by_hop(name) || (conn && http1_value_has_token(conn, conn_len, name)))
-            continue;
-        evhttp_add_header(out, name, value);
-    }
-}
-
-static void on_upstream_head(void *arg, const struct http1_response *r)
-{
-    struct exchange *ex = arg;
-    ex->upstream_ms = ms_between(ex->sent_ns, worker_now_ns());
-    if (!ex->req)
-        return;
-    ex->status = r->status;
-    copy_response_headers(ex, r);
-    relay_headers(ex);
-}
-
 static void on_upstream_body(void *arg, const char *data, size_t len)
 {
     struct exchange *ex = arg;
-    if (!ex->req)
+    if (!ex->client)
         return;
     if (ex->kind == RESPONSE_SSE)
         sse_counter_feed(&ex->sse, data, len);
@@ -361,14 +269,13 @@ static void on_upstream_body(void *arg, const char *data, size_t len)
         strbuf_append(&ex->peek, data,
                       len < JSON_PEEK_MAX - ex->peek.len ? len : JSON_PEEK_MAX - ex->peek.len);
     ex->bytes_out += len;
-    evbuffer_add(ex->chunk, data, len);
-    evhttp_send_reply_chunk_with_cb(ex->req, ex->chunk, on_client_drained, ex->w);
+    client_respond_body(ex->client, data, len);
     if (ex->kind == RESPONSE_SSE && ex->gen->cfg->stream_idle_timeout_ms)
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
-    if (!ex->paused && evbuffer_get_length(bufferevent_get_output(bev)) > CLIENT_HIGH_WATER) {
+    if (!ex->paused && client_output_pending(ex->client) > CLIENT_HIGH_WATER) {
         ex->paused = true;
         upstream_pause(&ex->call);
+        client_watch_drain(ex->client);
     }
 }
 
@@ -413,10 +320,6 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct exchange *ex = arg;
-    if (ex->awaiting_flush) {
-        exchange_finish(ex);
-        return;
-    }
     if (ex->calling) {
         upstream_cancel(&ex->call);
         ex->calling = false;
@@ -433,19 +336,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- client -> upstream ------------------------------------------------------------- */
 
-static void on_client_close(struct evhttp_connection *evcon, void *arg)
+/* client.c: the client hung up, reset, or stopped reading. */
+static void on_client_aborted(void *arg)
 {
-    (void)evcon;
     struct exchange *ex = arg;
     if (!ex->error)
         ex->error = "client_aborted";
-    /* On EOF evhttp detaches an unfinished request from the dying connection and leaves it
-     * to us; otherwise (server shutdown) the connection frees it itself. */
-    if (ex->req && evhttp_request_get_connection(ex->req) == NULL)
-        evhttp_request_free(ex->req);
-    ex->req = NULL;
+    ex->client = NULL;
     exchange_finish(ex);
 }
+
+static const struct client_ops client_ops = {
+    .aborted = on_client_aborted,
+    .drained = on_client_drained,
+};
 
 static bool method_has_body(const char *method)
 {
@@ -480,12 +384,12 @@ static void put_header(struct strbuf *h, const char *name, const char *value)
 
 /* Builds the upstream request head: the client's end-to-end headers, X-Forwarded-*, Host
  * and the body's length. Returns -1 when out of memory. */
-static int build_request_head(struct exchange *ex, struct evkeyvalq *in, const char *uri,
+static int build_request_head(struct exchange *ex, const struct http1_request *in, const char *uri,
                               size_t body_len)
 {
     const struct mcpeek_config *cfg = ex->gen->cfg;
     struct strbuf *h = &ex->req_head;
-    const char *conn = evhttp_find_header(in, "Connection");
+    const char *conn = http1_request_header(in, "Connection");
     const char *xff = NULL;
     strbuf_puts(h, ex->method);
     strbuf_append(h, " ", 1);
@@ -493,18 +397,19 @@ static int build_request_head(struct exchange *ex, struct evkeyvalq *in, const c
     strbuf_puts(h, " HTTP/1.1\r\n");
     put_header(h, "Host",
                cfg->upstream_host_header ? cfg->upstream_host_header : ex->gen->target.authority);
-    for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
-        if (header_is_hop_by_hop(kv->key) || header_named_in(conn, kv->key) ||
-            strcasecmp(kv->key, "Host") == 0 || strcasecmp(kv->key, "Content-Length") == 0 ||
-            strcasecmp(kv->key, "Expect") == 0)
+    for (size_t i = 0; i < in->n_headers; i++) {
+        const char *name = in->headers[i].name, *value = in->headers[i].value;
+        if (header_is_hop_by_hop(name) || header_named_in(conn, name) ||
+            strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0 ||
+            strcasecmp(name, "Expect") == 0)
             continue;
-        if (strcasecmp(kv->key, "X-Forwarded-For") == 0) {
-            xff = kv->value;
+        if (strcasecmp(name, "X-Forwarded-For") == 0) {
+            xff = value; /* the last one wins, as with any repeated header we read */
             continue;
         }
-        if (strcasecmp(kv->key, "Authorization") == 0 && ex->gen->n_auth_tokens > 0)
+        if (strcasecmp(name, "Authorization") == 0 && ex->gen->n_auth_tokens > 0)
             continue; /* mcpeek's own token: not the upstream's business */
-        put_header(h, kv->key, kv->value);
+        put_header(h, name, value);
     }
     strbuf_puts(h, "X-Forwarded-For: ");
     if (xff) {
@@ -514,7 +419,7 @@ static int build_request_head(struct exchange *ex, struct evkeyvalq *in, const c
     strbuf_puts(h, ex->client_ip);
     strbuf_append(h, "\r\n", 2);
     strbuf_puts(h, ex->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    const char *host = evhttp_find_header(in, "Host");
+    const char *host = http1_request_header(in, "Host");
     if (host)
         put_header(h, "X-Forwarded-Host", host);
     if (body_len > 0 || method_has_body(ex->method))
@@ -597,56 +502,23 @@ static void remember_session(struct exchange *ex)
         session_map_put(map, ex->session_id, ex->rpc.openai, worker_now_ms());
 }
 
-/* Response bytes still queued for the client (guard filter or socket bufferevent). */
-static bool client_output_pending(const struct exchange *ex)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(ex->evcon);
-    struct bufferevent *sock = bufferevent_get_underlying(bev);
-    return evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
-           (sock && evbuffer_get_length(bufferevent_get_output(sock)) > 0);
-}
-
 static void exchange_finish(struct exchange *ex)
 {
     if (ex->finished)
         return;
-    /* A body that ends at the close (HTTP/1.0 client, no length): evhttp shuts the socket
-     * down as soon as we end the reply, so first let every byte leave (see guard.c). */
-    ex->awaiting_flush = ex->req && ex->headers_sent && !ex->delimited && !ex->close_client &&
-                         client_output_pending(ex);
-    if (ex->awaiting_flush) {
-        set_timer(ex, PROXY_FLUSH_POLL_MS);
-        return;
-    }
     ex->finished = true;
     struct worker *w = ex->w;
-    index_exchange(ex, NULL);
     evtimer_del(ex->timer);
     if (ex->calling) {
         upstream_cancel(&ex->call);
         ex->calling = false;
     }
-    if (ex->req) {
-        evhttp_connection_set_closecb(ex->evcon, NULL, NULL);
-        if (!ex->headers_sent) {
+    if (ex->client) {
+        if (!ex->headers_sent)
             send_rpc_error(ex, 502, -32000, "mcpeek: no response from upstream");
-        } else if (ex->close_client) {
-            /* Frees the request too; the client sees the body cut short. */
-            evhttp_connection_free(ex->evcon);
-        } else {
-            /* Back to the keep-alive idle timeout for the next request. */
-            uint32_t ms = ex->gen->cfg->client_header_timeout_ms + 1000; /* as server.c */
-            struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
-            evhttp_connection_set_timeout_tv(ex->evcon, &tv);
-            bool chunked = ex->req->chunked;
-            evhttp_send_reply_end(ex->req);
-            /* The guard's filter may have reported the terminating chunk written before evhttp
-             * installed its completion callback; run the write callback again (it does nothing
-             * while bytes are still queued). */
-            if (chunked)
-                bufferevent_trigger(evhttp_connection_get_bufferevent(ex->evcon), EV_WRITE, 0);
-        }
-        ex->req = NULL;
+        /* A body cut short ends with a close, so the client cannot take it as complete. */
+        client_respond_end(ex->client, !ex->close_client);
+        ex->client = NULL;
     }
     if (ex->headers_sent && ex->kind == RESPONSE_SSE)
         metrics_stream_closed(w->metrics);
@@ -663,7 +535,6 @@ static void exchange_finish(struct exchange *ex)
 
     strbuf_free(&ex->req_head);
     event_free(ex->timer);
-    evbuffer_free(ex->chunk);
     strbuf_free(&ex->peek);
     mcp_request_clear(&ex->rpc);
     openai_meta_free(ex->session_ctx);
@@ -703,8 +574,8 @@ void proxy_abort_exchange(struct exchange *ex)
     }
     if (!ex->headers_sent)
         send_rpc_error(ex, 503, -32000, "mcpeek: shutting down");
-    else if (ex->kind != RESPONSE_SSE || !ex->delimited)
-        ex->close_client = true; /* never waits: the worker is stopping now */
+    else if (ex->kind != RESPONSE_SSE)
+        ex->close_client = true; /* a cut body must not look complete */
     exchange_finish(ex);
 }
 
@@ -719,10 +590,10 @@ static bool token_equal(const char *a, size_t alen, const char *b)
 }
 
 /* allowed_origins (the MCP spec's DNS-rebinding defence) and auth_tokens_file. */
-static bool access_denied(struct exchange *ex, struct evkeyvalq *in)
+static bool access_denied(struct exchange *ex, const struct http1_request *in)
 {
     const struct generation *gen = ex->gen;
-    const char *origin = evhttp_find_header(in, "Origin");
+    const char *origin = http1_request_header(in, "Origin");
     if (origin && gen->cfg->n_allowed_origins > 0) {
         bool allowed = false;
         for (size_t i = 0; i < gen->cfg->n_allowed_origins && !allowed; i++)
@@ -734,7 +605,7 @@ static bool access_denied(struct exchange *ex, struct evkeyvalq *in)
         }
     }
     if (gen->n_auth_tokens > 0) {
-        const char *auth = evhttp_find_header(in, "Authorization");
+        const char *auth = http1_request_header(in, "Authorization");
         bool ok = false;
         if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
             const char *tok = auth + 7;
@@ -770,26 +641,25 @@ static bool strict_rejects(struct exchange *ex)
     return false;
 }
 
-void proxy_handle_request(struct evhttp_request *req, void *arg)
+void proxy_handle_request(struct worker *w, struct client *c, const struct http1_request *req,
+                          const char *method, const char *body, size_t body_len)
 {
-    struct worker *w = arg;
     struct exchange *ex = calloc(1, sizeof(*ex));
     if (!ex) {
-        evhttp_send_error(req, 503, NULL);
+        client_respond_start(c, 503, "", 0, 0);
+        client_respond_end(c, true);
         return;
     }
     ex->w = w;
     ex->gen = generation_ref(w->gen);
     const struct mcpeek_config *cfg = ex->gen->cfg;
-    ex->req = req;
-    ex->evcon = evhttp_request_get_connection(req);
-    ex->fd = client_fd(ex->evcon);
+    ex->client = c;
+    client_attach(c, &client_ops, ex);
     clock_gettime(CLOCK_REALTIME, &ex->started);
     ex->started_ns = worker_now_ns();
     ex->upstream_ms = -1;
-    ex->method = method_name(evhttp_request_get_command(req));
+    ex->method = method;
     ex->timer = evtimer_new(w->base, on_timer, ex);
-    ex->chunk = evbuffer_new();
     strbuf_init(&ex->peek);
     strbuf_init(&ex->req_head);
     w->exchanges++;
@@ -798,36 +668,27 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
         w->live->prev = ex;
     w->live = ex;
 
-    const char *uri = evhttp_request_get_uri(req);
+    const char *uri = req->target;
     size_t path_len = strcspn(uri, "?");
     ex->path = openai_meta_copy(uri, path_len, kept_len(cfg));
-    char *peer = NULL;
-    ev_uint16_t peer_port = 0;
-    evhttp_connection_get_peer(ex->evcon, &peer, &peer_port);
-    snprintf(ex->client_ip, sizeof(ex->client_ip), "%s", peer ? peer : "");
-    ex->tls = tls_connection_version(evhttp_connection_get_bufferevent(ex->evcon));
-
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    ex->session_id = header_copy(evhttp_find_header(in, "Mcp-Session-Id"), kept_len(cfg));
+    snprintf(ex->client_ip, sizeof(ex->client_ip), "%s", client_peer_ip(c));
+    ex->tls = client_tls_version(c);
+    ex->session_id = header_copy(http1_request_header(req, "Mcp-Session-Id"), kept_len(cfg));
     ex->protocol_version =
-        header_copy(evhttp_find_header(in, "MCP-Protocol-Version"), kept_len(cfg));
+        header_copy(http1_request_header(req, "MCP-Protocol-Version"), kept_len(cfg));
 
-    struct evbuffer *input = evhttp_request_get_input_buffer(req);
-    size_t body_len = evbuffer_get_length(input);
-    const char *body = NULL;
     ex->bytes_in = body_len;
     if (body_len > 0) {
-        body = (const char *)evbuffer_pullup(input, -1);
         ex->has_body = true;
         jsonrpc_parse(body, body_len, kept_len(cfg), &ex->rpc);
     }
-    if (!ex->timer || !ex->chunk) {
+    if (!ex->timer) {
         ex->error = "out_of_memory";
         send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
         exchange_finish(ex);
         return;
     }
-    if (access_denied(ex, in) || strict_rejects(ex)) {
+    if (access_denied(ex, req) || strict_rejects(ex)) {
         exchange_finish(ex);
         return;
     }
@@ -837,9 +698,7 @@ void proxy_handle_request(struct evhttp_request *req, void *arg)
         else
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
     }
-    evhttp_connection_set_closecb(ex->evcon, on_client_close, ex);
-    index_exchange(ex, ex);
-    if (build_request_head(ex, in, uri, body_len) < 0) {
+    if (build_request_head(ex, req, uri, body_len) < 0) {
         ex->error = "out_of_memory";
         send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
         exchange_finish(ex);

@@ -1,36 +1,34 @@
-/* server: the evhttp front end of one worker.
+/* server: the listening sockets of one worker and the accept loop.
  *
- * evhttp parses requests and buffers bodies up to max_body_size; proxy.c gets each
- * complete request through the general callback. We only make the sockets (SO_REUSEPORT,
- * one per worker and address) and each connection's bufferevent (TCP_NODELAY).
+ * Every worker binds its own socket per `listen` address with SO_REUSEPORT, so the kernel
+ * spreads connections across workers with no shared accept lock. Accepted sockets become
+ * client connections (client.c). When the process runs out of file descriptors, accepting
+ * pauses briefly instead of spinning on a listener that stays readable.
  */
 #include "mcpeek/server.h"
 
 #include <errno.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mcpeek/client.h"
 #include "mcpeek/config.h"
-#include "mcpeek/guard.h"
-#include "mcpeek/proxy.h"
-#include "mcpeek/tls.h"
+#include "mcpeek/diag.h"
 #include "mcpeek/worker.h"
-
-/* evhttp's own limits sit this far above the guard's, so they never trigger: evhttp would
- * answer with an HTML page, call no user code, and its error path does not survive a
- * filter under it. */
-#define SERVER_BACKSTOP_SLACK (64 * 1024)
 
 /* Pending connections per listening socket. */
 #define LISTEN_BACKLOG 1024
+/* Connections accepted per readiness event, so one busy listener cannot starve the rest. */
+#define ACCEPT_BATCH 64
+/* Pause after EMFILE/ENFILE before accepting again. */
+#define ACCEPT_PAUSE_MS 100
 
 int server_parse_hostport(const char *spec, char *host, size_t host_size, unsigned *port)
 {
@@ -91,71 +89,75 @@ int server_bind(const char *host, unsigned port, int reuseport, struct strbuf *e
     return fd;
 }
 
-void server_apply_limits(struct worker *w, const struct mcpeek_config *cfg)
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
-    /* evhttp's own read timeout (also the keep-alive idle timeout) runs a second past the
-     * guard's header deadline, so a trickling client gets the guard's 408 and its log line
-     * rather than a silent close. */
-    uint32_t ms = cfg->client_header_timeout_ms + 1000;
-    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
-    for (int i = 0; i < 2; i++) {
-        if (!w->http[i])
-            continue;
-        /* guard.c enforces the real limits (JSON errors, chunked uploads included). */
-        evhttp_set_max_body_size(w->http[i],
-                                 (ev_ssize_t)cfg->max_body_size + SERVER_BACKSTOP_SLACK);
-        evhttp_set_max_headers_size(w->http[i],
-                                    (ev_ssize_t)cfg->max_header_size + SERVER_BACKSTOP_SLACK);
-        evhttp_set_timeout_tv(w->http[i], &tv);
-    }
+    (void)fd;
+    (void)what;
+    struct server_listener *l = arg;
+    if (l->fd >= 0)
+        event_add(l->ev, NULL);
 }
 
-static struct evhttp *front_end(struct worker *w, bool tls)
+static void on_acceptable(evutil_socket_t fd, short what, void *arg)
 {
-    if (w->http[tls])
-        return w->http[tls];
-    struct evhttp *http = evhttp_new(w->base);
-    if (!http)
-        return NULL;
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                         EVHTTP_REQ_PATCH);
-    evhttp_set_default_content_type(http, NULL);
-    evhttp_set_gencb(http, proxy_handle_request, w);
-    /* libevent 2.1 tells the bevcb nothing about the listener, hence one evhttp per kind. */
-    evhttp_set_bevcb(http, tls ? tls_bufferevent_new : guard_bufferevent_new, w);
-    w->http[tls] = http;
-    return http;
+    (void)what;
+    struct server_listener *l = arg;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int c = accept4(fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0) {
+            client_accept(l->w, c, l->tls, (struct sockaddr *)&peer);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            diag_log("warn", "accept: %s; pausing %d ms", strerror(errno), ACCEPT_PAUSE_MS);
+            event_del(l->ev);
+            struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+            evtimer_add(l->pause, &tv);
+        }
+        return; /* EAGAIN: nothing more to accept */
+    }
 }
 
 int server_start(struct worker *w, const struct mcpeek_config *cfg, struct strbuf *errors)
 {
     for (size_t i = 0; i < cfg->n_listen; i++) {
         const struct listen_addr *la = &cfg->listen[i];
-        struct evhttp *http = front_end(w, la->tls);
-        if (!http) {
-            strbuf_puts(errors, "evhttp_new failed\n");
+        if (w->n_listeners == WORKER_MAX_LISTEN)
             return -1;
-        }
         int fd = server_bind(la->host, la->port, 1, errors);
         if (fd < 0)
             return -1;
-        struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(http, fd);
-        if (!bound || w->n_bound == WORKER_MAX_LISTEN) {
-            close(fd);
+        struct server_listener *l = &w->listeners[w->n_listeners];
+        l->w = w;
+        l->fd = fd;
+        l->tls = la->tls;
+        l->ev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_acceptable, l);
+        l->pause = evtimer_new(w->base, on_accept_resume, l);
+        w->n_listeners++;
+        if (!l->ev || !l->pause || event_add(l->ev, NULL) < 0) {
             strbuf_printf(errors, "listen %s:%u: cannot accept\n", la->host, la->port);
             return -1;
         }
-        w->bound_by[w->n_bound] = http;
-        w->bound[w->n_bound++] = bound;
     }
-    server_apply_limits(w, cfg);
     return 0;
 }
 
 void server_stop_accepting(struct worker *w)
 {
-    for (size_t i = 0; i < w->n_bound; i++)
-        evhttp_del_accept_socket(w->bound_by[i], w->bound[i]);
-    w->n_bound = 0;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        struct server_listener *l = &w->listeners[i];
+        if (l->ev)
+            event_free(l->ev);
+        if (l->pause)
+            event_free(l->pause);
+        if (l->fd >= 0)
+            close(l->fd);
+        memset(l, 0, sizeof(*l));
+        l->fd = -1;
+    }
+    w->n_listeners = 0;
 }

@@ -1,22 +1,18 @@
-/* tls: the HTTPS side of the front end.
+/* tls: OpenSSL contexts for both sides, and the failed-handshake report.
  *
- * Each accepted HTTPS connection is a bufferevent_openssl in accepting state with the
- * request guard (guard.c) layered on top, so limits and refusals work the same as on
- * plain HTTP. Failed handshakes (scanners, plain HTTP on the TLS port) write no access-log
- * line: they are counted, and reported on stderr at most once per TLS_DIAG_INTERVAL_S.
+ * The server context serves `listen ... tls` (client.c drives each connection's SSL on the
+ * raw socket); the client context talks to an https:// upstream (upstream.c). Failed
+ * front-end handshakes (scanners, plain HTTP on the TLS port) write no access-log line:
+ * they are counted, and reported on stderr at most once per TLS_DIAG_INTERVAL_S.
  */
 #include "mcpeek/tls.h"
 
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
 #include "mcpeek/diag.h"
-#include "mcpeek/guard.h"
-#include "mcpeek/worker.h"
 
 /* At most one handshake-failure diagnostic per this many seconds. */
 #define TLS_DIAG_INTERVAL_S 10
@@ -36,15 +32,6 @@ static void openssl_errors(struct strbuf *errors, const char *what, const char *
     ERR_error_string_n(e, buf, sizeof(buf));
     strbuf_printf(errors, "%s %s: %s\n", what, path, e ? buf : "unknown error");
     ERR_clear_error();
-}
-
-/* Marks the guard's flag (SSL app data) once the handshake is done. */
-static void on_tls_info(const SSL *ssl, int where, int ret)
-{
-    (void)ret;
-    bool *ready = SSL_get_app_data(ssl);
-    if ((where & SSL_CB_HANDSHAKE_DONE) && ready)
-        *ready = true;
 }
 
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -74,7 +61,6 @@ SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *erro
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
-    SSL_CTX_set_info_callback(ctx, on_tls_info);
     if (!SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
         openssl_errors(errors, "tls", "cipher list");
         goto fail;
@@ -142,24 +128,6 @@ fail:
     return NULL;
 }
 
-struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg)
-{
-    struct worker *w = arg;
-    SSL *ssl = w->gen->tls_ctx ? SSL_new(w->gen->tls_ctx) : NULL;
-    if (!ssl)
-        return NULL;
-    struct bufferevent *sock = bufferevent_openssl_socket_new(
-        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!sock) {
-        SSL_free(ssl);
-        return NULL;
-    }
-    struct bufferevent *bev = guard_wrap(sock, w, ssl);
-    if (!bev)
-        bufferevent_free(sock);
-    return bev;
-}
-
 void tls_note_handshake_failure(void)
 {
     unsigned long n = atomic_fetch_add(&handshake_failures, 1) + 1;
@@ -170,11 +138,4 @@ void tls_note_handshake_failure(void)
         diag_log("warn", "tls: handshake not completed (%lu since start; next report in %d s)", n,
                  TLS_DIAG_INTERVAL_S);
     ERR_clear_error();
-}
-
-const char *tls_connection_version(struct bufferevent *bev)
-{
-    struct bufferevent *sock = bufferevent_get_underlying(bev);
-    SSL *ssl = sock ? bufferevent_openssl_get_ssl(sock) : NULL;
-    return ssl ? SSL_get_version(ssl) : NULL;
 }

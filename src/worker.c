@@ -7,12 +7,11 @@
 #include "mcpeek/worker.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "mcpeek/guard.h"
+#include "mcpeek/client.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/server.h"
 #include "mcpeek/upstream.h"
@@ -91,7 +90,7 @@ static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    if (w->exchanges == 0 && guard_all_flushed(w))
+    if (w->exchanges == 0 && client_all_flushed(w))
         event_base_loopbreak(w->base);
 }
 
@@ -103,8 +102,7 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     struct generation *next = atomic_exchange(&w->next_gen, NULL);
     if (next) {
         generation_unref(w->gen);
-        w->gen = next;
-        server_apply_limits(w, next->cfg);
+        w->gen = next; /* limits and timeouts are read from it per use */
     }
     if (atomic_load(&w->stop_now)) {
         while (w->live)
@@ -207,12 +205,8 @@ void worker_join_and_free(struct worker *w)
     /* Exchanges still live (never, after stop) would reference the upstream. */
     while (w->live)
         proxy_abort_exchange(w->live);
-    for (int i = 0; i < 2; i++)
-        if (w->http[i])
-            evhttp_free(w->http[i]); /* closes idle keep-alive connections */
-    /* Let libevent finish the frees it deferred to the loop. */
-    if (w->base)
-        event_base_loop(w->base, EVLOOP_NONBLOCK);
+    server_stop_accepting(w);
+    client_close_all(w); /* idle keep-alive connections, and any still lingering */
     upstream_free(w->upstream);
     if (w->wakeup)
         event_free(w->wakeup);
@@ -223,7 +217,6 @@ void worker_join_and_free(struct worker *w)
         event_free(w->log_flush);
         w->log_flush = NULL;
     }
-    free(w->by_fd);
     if (w->base)
         event_base_free(w->base);
     struct generation *next = atomic_exchange(&w->next_gen, NULL);

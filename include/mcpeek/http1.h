@@ -37,6 +37,29 @@ struct http1_response {
  * header names with whitespace before the colon are refused. */
 ssize_t http1_parse_response_head(const char *buf, size_t len, struct http1_response *out);
 
+struct http1_request {
+    const char *method; /* NUL terminated inside the parsed buffer, like every span below */
+    const char *target;
+    int minor;
+    struct http1_header headers[HTTP1_MAX_HEADERS];
+    size_t n_headers;
+};
+
+/* Offset just past the empty line that ends a head in buf[0..len), or 0 when it is not
+ * there yet. `from` is where the previous search stopped (0 at first): trickled heads are
+ * not rescanned from the start. */
+size_t http1_head_end(const char *buf, size_t len, size_t from);
+
+/* Parses a complete request head buf[0..head_len) (head_len from http1_head_end) in place:
+ * the method, target, names and values are NUL terminated by overwriting the delimiters
+ * after them. Returns 0, -1 when malformed (400: bad request line, header syntax, obsolete
+ * folding, whitespace before a colon) or -2 when it has more than HTTP1_MAX_HEADERS fields
+ * (431). */
+int http1_parse_request_head(char *buf, size_t head_len, struct http1_request *out);
+
+/* The value of the first request header named `name` (case-insensitive), or NULL. */
+const char *http1_request_header(const struct http1_request *r, const char *name);
+
 /* The value of the first header named `name` (case-insensitive), or NULL; `*len` is set. */
 const char *http1_find_header(const struct http1_response *r, const char *name, size_t *len);
 

@@ -9,18 +9,21 @@
 
 #include <stddef.h>
 
-struct evhttp_request;
-struct worker;
+struct client;
 struct exchange;
+struct http1_request;
+struct worker;
 
-/* evhttp general callback; `arg` is the struct worker. */
-void proxy_handle_request(struct evhttp_request *req, void *arg);
+/* A complete request from client.c: `method` is its static name, `body` the decoded body
+ * (NULL when empty), valid until the response ends. The head is used only during the call. */
+void proxy_handle_request(struct worker *w, struct client *c, const struct http1_request *req,
+                          const char *method, const char *body, size_t body_len);
 
 /* Ends an exchange at once (shutdown deadline): the client's response is closed and the
  * log line says error "shutdown". */
 void proxy_abort_exchange(struct exchange *ex);
 
-/* Writes the log line of a request refused before evhttp parsed it (guard.c). */
+/* Writes the log line of a request client.c refused (limits, framing, deadlines). */
 void proxy_log_refused(struct worker *w, const char *method, const char *path,
                        const char *client_ip, int status, const char *error, size_t bytes_out);
 

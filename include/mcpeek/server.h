@@ -1,4 +1,4 @@
-/* server: the evhttp front end of one worker: listening sockets, limits, timeouts.
+/* server: the listening sockets of one worker and its accept loop.
  *
  * Every worker binds its own socket per `listen` address with SO_REUSEPORT, so the kernel
  * balances connections across workers with no shared accept lock. Accepted sockets get
@@ -10,17 +10,27 @@
 
 #include "mcpeek/strbuf.h"
 
+#include <stdbool.h>
+
+struct event;
 struct worker;
 struct mcpeek_config;
 
-/* Creates w->http on w->base and binds every listen address. 0, or -1 with a message. */
+/* One listening socket of a worker. */
+struct server_listener {
+    struct worker *w;
+    int fd;
+    bool tls;
+    struct event *ev;    /* EV_READ | EV_PERSIST: connections to accept */
+    struct event *pause; /* re-enables ev after running out of file descriptors */
+};
+
+/* Binds every listen address of cfg and starts accepting on w->base. 0, or -1 with a
+ * message. */
 int server_start(struct worker *w, const struct mcpeek_config *cfg, struct strbuf *errors);
 
 /* Closes the listening sockets (graceful shutdown); open connections stay. */
 void server_stop_accepting(struct worker *w);
-
-/* Applies the reloadable front-end limits of a new generation. */
-void server_apply_limits(struct worker *w, const struct mcpeek_config *cfg);
 
 /* Parses "host:port" / "[v6]:port" into a socket address; 0 or -1. */
 int server_parse_hostport(const char *spec, char *host, size_t host_size, unsigned *port);

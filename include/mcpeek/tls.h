@@ -1,4 +1,4 @@
-/* tls: front-end HTTPS with OpenSSL under libevent's bufferevent_openssl.
+/* tls: the OpenSSL contexts of the front end (HTTPS listeners) and of the upstream side.
  *
  * The SSL_CTX belongs to a configuration generation, so SIGHUP loads the certificate and
  * key anew: new handshakes use the new context, established connections keep theirs (each
@@ -12,9 +12,6 @@
 #include "mcpeek/config.h"
 #include "mcpeek/strbuf.h"
 
-struct bufferevent;
-struct event_base;
-
 /* Builds the server context from tls_cert, tls_key and tls_min_version (TLS 1.2 or 1.3
  * minimum, ALPN http/1.1, session tickets on). NULL after appending the reason to errors. */
 SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors);
@@ -23,13 +20,6 @@ SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *erro
  * unless upstream_tls_verify is off (upstream_ca_file alone, else the system store), client
  * certificate when upstream_tls_cert is set. NULL after appending the reason to `errors`. */
 SSL_CTX *tls_client_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors);
-
-/* evhttp bevcb for HTTPS listeners: a TLS bufferevent under the request guard.
- * `arg` is the struct worker. */
-struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg);
-
-/* "TLSv1.3" when the client connection of `bev` (as evhttp sees it) is TLS, else NULL. */
-const char *tls_connection_version(struct bufferevent *bev);
 
 /* A TLS connection closed before its handshake completed: counted, and reported on
  * stderr at most once per interval. */

@@ -1,7 +1,7 @@
 /* worker: one thread, one event loop, one front end and one upstream pool.
  *
- * Each worker has its own event_base, evhttp (on its own SO_REUSEPORT listening sockets,
- * so the kernel spreads connections), curl multi handle and log buffer. Workers share only
+ * Each worker has its own event_base, listening sockets (SO_REUSEPORT, so the kernel
+ * spreads connections), client connections, upstream pool and log buffer. Workers share only
  * what `struct shared` holds. The main thread talks to a worker through worker_post_*,
  * which wake the worker's loop; it never touches the worker's libevent objects directly.
  */
@@ -17,14 +17,14 @@
 #include "mcpeek/config.h"
 #include "mcpeek/generation.h"
 #include "mcpeek/metrics.h"
+#include "mcpeek/server.h"
 #include "mcpeek/session_map.h"
 #include "mcpeek/strbuf.h"
 
+struct client;
 struct event_base;
-struct evhttp;
 struct event;
 struct upstream;
-struct evhttp_bound_socket;
 
 /* Listening addresses per worker (`listen` lines). */
 #define WORKER_MAX_LISTEN CONFIG_LISTEN_MAX
@@ -42,10 +42,8 @@ struct worker {
     pthread_t thread;
     struct shared *shared;
     struct event_base *base;
-    struct evhttp *http[2]; /* [0] plain HTTP listeners, [1] HTTPS; NULL when none */
-    struct evhttp_bound_socket *bound[WORKER_MAX_LISTEN];
-    struct evhttp *bound_by[WORKER_MAX_LISTEN]; /* the evhttp each socket belongs to */
-    size_t n_bound;
+    struct server_listener listeners[WORKER_MAX_LISTEN];
+    size_t n_listeners;
     struct upstream *upstream;
     struct worker_metrics *metrics;
     struct strbuf logbuf;                  /* formatted log lines not yet written */
@@ -60,12 +58,8 @@ struct worker {
     atomic_bool exited;                    /* the loop returned; the thread can be joined */
     unsigned exchanges;                    /* in flight on this worker */
     struct exchange *live;                 /* list of in-flight exchanges (for forced shutdown) */
-    /* Exchange in flight on each client socket, indexed by fd: evhttp's write-done
-     * callback outlives exchanges, so it carries the worker and finds the exchange here. */
-    struct exchange **by_fd;
-    size_t by_fd_len;
-    struct guard *guards;     /* every open client connection (graceful shutdown) */
-    struct event *drain_poll; /* while stopping: checks that responses were flushed */
+    struct client *clients;                /* every open client connection */
+    struct event *drain_poll;              /* while stopping: checks that responses were flushed */
 };
 
 /* Creates the worker's loop and binds its listeners from gen->cfg (takes a reference).
