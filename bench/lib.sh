@@ -92,7 +92,7 @@ resolve_mcpeek() {
     need_cmd cmake cmake
     need_cmd pkg-config pkg-config
     local pkgs=() p
-    for p in libevent-dev libjansson-dev libcurl4-openssl-dev libssl-dev gcc make; do
+    for p in libevent-dev libjansson-dev libssl-dev gcc make; do
         dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
     done
     ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"

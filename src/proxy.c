@@ -27,6 +27,9 @@
 #define CLIENT_HIGH_WATER (256 * 1024)
 /* Bytes of a JSON answer kept to read its error.code for the log line. */
 #define JSON_PEEK_MAX (64 * 1024)
+/* Ended exchanges kept per worker for reuse, and the largest buffer a kept one may hold. */
+#define PROXY_SPARE_EXCHANGES 256
+#define PROXY_SPARE_BUFFER_MAX (8 * 1024)
 
 struct exchange {
     struct worker *w;
@@ -502,6 +505,68 @@ static void remember_session(struct exchange *ex)
         session_map_put(map, ex->session_id, ex->rpc.openai, worker_now_ms());
 }
 
+/* Ended exchanges are kept per worker (with their timer and buffers) for the next request:
+ * a busy worker then allocates no exchange at all. */
+static struct exchange *exchange_get(struct worker *w)
+{
+    struct exchange *ex = w->spare_exchanges;
+    if (ex) {
+        w->spare_exchanges = ex->next;
+        w->n_spare_exchanges--;
+        struct event *timer = ex->timer;
+        struct strbuf peek = ex->peek, req_head = ex->req_head;
+        memset(ex, 0, sizeof(*ex));
+        ex->timer = timer;
+        ex->peek = peek;
+        ex->req_head = req_head;
+        strbuf_reset(&ex->peek);
+        strbuf_reset(&ex->req_head);
+        return ex;
+    }
+    ex = calloc(1, sizeof(*ex));
+    if (!ex)
+        return NULL;
+    ex->timer = evtimer_new(w->base, on_timer, ex);
+    if (!ex->timer) {
+        free(ex);
+        return NULL;
+    }
+    strbuf_init(&ex->peek);
+    strbuf_init(&ex->req_head);
+    return ex;
+}
+
+static void exchange_free(struct exchange *ex)
+{
+    event_free(ex->timer);
+    strbuf_free(&ex->peek);
+    strbuf_free(&ex->req_head);
+    free(ex);
+}
+
+static void exchange_put(struct worker *w, struct exchange *ex)
+{
+    /* Large buffers (a big JSON answer's peek) are not worth keeping. */
+    if (w->n_spare_exchanges >= PROXY_SPARE_EXCHANGES || ex->peek.cap > PROXY_SPARE_BUFFER_MAX ||
+        ex->req_head.cap > PROXY_SPARE_BUFFER_MAX) {
+        exchange_free(ex);
+        return;
+    }
+    ex->next = w->spare_exchanges;
+    w->spare_exchanges = ex;
+    w->n_spare_exchanges++;
+}
+
+void proxy_worker_cleanup(struct worker *w)
+{
+    while (w->spare_exchanges) {
+        struct exchange *ex = w->spare_exchanges;
+        w->spare_exchanges = ex->next;
+        exchange_free(ex);
+    }
+    w->n_spare_exchanges = 0;
+}
+
 static void exchange_finish(struct exchange *ex)
 {
     if (ex->finished)
@@ -533,16 +598,13 @@ static void exchange_finish(struct exchange *ex)
         ex->next->prev = ex->prev;
     w->exchanges--;
 
-    strbuf_free(&ex->req_head);
-    event_free(ex->timer);
-    strbuf_free(&ex->peek);
     mcp_request_clear(&ex->rpc);
     openai_meta_free(ex->session_ctx);
     free(ex->session_id);
     free(ex->protocol_version);
     free(ex->path);
     generation_unref(ex->gen);
-    free(ex);
+    exchange_put(w, ex);
 }
 
 void proxy_log_refused(struct worker *w, const char *method, const char *path,
@@ -644,7 +706,7 @@ static bool strict_rejects(struct exchange *ex)
 void proxy_handle_request(struct worker *w, struct client *c, const struct http1_request *req,
                           const char *method, const char *body, size_t body_len)
 {
-    struct exchange *ex = calloc(1, sizeof(*ex));
+    struct exchange *ex = exchange_get(w);
     if (!ex) {
         client_respond_start(c, 503, "", 0, 0);
         client_respond_end(c, true);
@@ -659,9 +721,6 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
     ex->started_ns = worker_now_ns();
     ex->upstream_ms = -1;
     ex->method = method;
-    ex->timer = evtimer_new(w->base, on_timer, ex);
-    strbuf_init(&ex->peek);
-    strbuf_init(&ex->req_head);
     w->exchanges++;
     ex->next = w->live;
     if (w->live)
@@ -681,12 +740,6 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
     if (body_len > 0) {
         ex->has_body = true;
         jsonrpc_parse(body, body_len, kept_len(cfg), &ex->rpc);
-    }
-    if (!ex->timer) {
-        ex->error = "out_of_memory";
-        send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
-        exchange_finish(ex);
-        return;
     }
     if (access_denied(ex, req) || strict_rejects(ex)) {
         exchange_finish(ex);

@@ -16,10 +16,12 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mcpeek/diag.h"
@@ -277,20 +279,34 @@ static void conn_fail(struct upstream_conn *c, enum upstream_error_kind kind)
 
 /* ---- TLS ------------------------------------------------------------------------------ */
 
-/* Reports why a TLS handshake failed (certificate problems are what operators need to see);
- * the access log carries only "upstream_tls". */
+/* At most one upstream TLS diagnostic per this many seconds (a broken upstream fails every
+ * request; the access log and the metric count them all). */
+#define UPSTREAM_TLS_DIAG_INTERVAL_S 10
+
+static atomic_llong tls_last_report_s;
+
+/* Reports why TLS to the upstream failed (certificate problems are what operators need to
+ * see); the access log carries only "upstream_tls". */
 static void tls_report(struct upstream_conn *c)
 {
+    long long now = (long long)time(NULL);
+    long long last = atomic_load(&tls_last_report_s);
+    if (now - last < UPSTREAM_TLS_DIAG_INTERVAL_S ||
+        !atomic_compare_exchange_strong(&tls_last_report_s, &last, now)) {
+        ERR_clear_error();
+        return;
+    }
+    const char *where = c->target ? c->target->origin : c->key;
     long verify = SSL_get_verify_result(c->ssl);
     unsigned long e = ERR_peek_last_error();
     char reason[256] = "";
     if (e)
         ERR_error_string_n(e, reason, sizeof(reason));
     if (verify != X509_V_OK)
-        diag_log("warn", "upstream %s: certificate rejected: %s", c->key,
+        diag_log("warn", "upstream %s: certificate rejected: %s", where,
                  X509_verify_cert_error_string(verify));
     else
-        diag_log("warn", "upstream %s: TLS failed: %s", c->key, e ? reason : "connection closed");
+        diag_log("warn", "upstream %s: TLS failed: %s", where, e ? reason : "connection closed");
     ERR_clear_error();
 }
 

@@ -206,6 +206,7 @@ void worker_join_and_free(struct worker *w)
     while (w->live)
         proxy_abort_exchange(w->live);
     server_stop_accepting(w);
+    proxy_worker_cleanup(w);
     client_close_all(w); /* idle keep-alive connections, and any still lingering */
     upstream_free(w->upstream);
     if (w->wakeup)

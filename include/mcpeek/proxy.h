@@ -23,6 +23,9 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
  * log line says error "shutdown". */
 void proxy_abort_exchange(struct exchange *ex);
 
+/* Frees the ended exchanges the worker keeps for reuse (worker teardown). */
+void proxy_worker_cleanup(struct worker *w);
+
 /* Writes the log line of a request client.c refused (limits, framing, deadlines). */
 void proxy_log_refused(struct worker *w, const char *method, const char *path,
                        const char *client_ip, int status, const char *error, size_t bytes_out);

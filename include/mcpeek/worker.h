@@ -58,8 +58,10 @@ struct worker {
     atomic_bool exited;                    /* the loop returned; the thread can be joined */
     unsigned exchanges;                    /* in flight on this worker */
     struct exchange *live;                 /* list of in-flight exchanges (for forced shutdown) */
-    struct client *clients;                /* every open client connection */
-    struct event *drain_poll;              /* while stopping: checks that responses were flushed */
+    struct exchange *spare_exchanges;      /* ended ones kept for reuse (proxy.c) */
+    unsigned n_spare_exchanges;
+    struct client *clients;   /* every open client connection */
+    struct event *drain_poll; /* while stopping: checks that responses were flushed */
 };
 
 /* Creates the worker's loop and binds its listeners from gen->cfg (takes a reference).
