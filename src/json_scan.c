@@ -16,6 +16,20 @@
  * spell a number with a million digits) need a heap copy for strtod. */
 #define JSON_SCAN_NUMBUF 64
 
+/* 1 for the bytes a string may hold as they are: printable ASCII and DEL, except '"' and '\\'.
+ * Control bytes, quote, backslash and anything >= 0x80 (checked as UTF-8) take the slow path. */
+static const unsigned char json_scan_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x30 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50: '\\' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x70 */
+    /* 0x80..0xff: zero */
+};
+
 static int json_scan_fail(struct json_scan *sc, size_t pos, const char *why)
 {
     if (!sc->error) {
@@ -105,7 +119,7 @@ static int json_scan_string(struct json_scan *sc, struct json_scan_value *v, boo
     long cp, lo;
 
     for (;;) {
-        while (i < len && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+        while (i < len && json_scan_plain[u[i]])
             i++;
         if (i >= len)
             return json_scan_fail(sc, len, "unterminated string");
@@ -543,16 +557,18 @@ static size_t json_scan_char(const unsigned char **p, unsigned char out[4], unsi
     return 4;
 }
 
-bool json_scan_string_is(const struct json_scan_value *s, const char *lit)
+bool json_scan_string_eq(const struct json_scan_value *s, const char *lit, size_t litlen)
 {
     const unsigned char *p, *end, *l = (const unsigned char *)lit;
     unsigned char ch[4];
-    size_t n, litlen = strlen(lit);
+    size_t n;
 
     if (s->type != JSON_SCAN_STRING)
         return false;
     if (!s->escaped)
         return s->len == litlen && memcmp(s->text, lit, litlen) == 0;
+    if (s->len < litlen) /* decoding never makes a string longer */
+        return false;
     p = (const unsigned char *)s->text;
     end = p + s->len;
     while (p < end) {

@@ -20,24 +20,30 @@
 /* One `_meta` key and the struct member it fills. */
 struct openai_meta_key {
     const char *name;
+    size_t name_len;
     size_t offset;
 };
 
+#define OPENAI_META_KEY(name, type, member)                                                        \
+    {                                                                                              \
+        name, sizeof(name) - 1, offsetof(type, member)                                             \
+    }
+
 static const struct openai_meta_key openai_meta_context_keys[] = {
-    {"openai/session", offsetof(OpenAiClientContext, session_id)},
-    {"openai/subject", offsetof(OpenAiClientContext, subject_id)},
-    {"openai/organization", offsetof(OpenAiClientContext, organization_id)},
-    {"openai/locale", offsetof(OpenAiClientContext, locale)},
-    {"openai/userAgent", offsetof(OpenAiClientContext, user_agent)},
+    OPENAI_META_KEY("openai/session", OpenAiClientContext, session_id),
+    OPENAI_META_KEY("openai/subject", OpenAiClientContext, subject_id),
+    OPENAI_META_KEY("openai/organization", OpenAiClientContext, organization_id),
+    OPENAI_META_KEY("openai/locale", OpenAiClientContext, locale),
+    OPENAI_META_KEY("openai/userAgent", OpenAiClientContext, user_agent),
 };
 
 static const struct openai_meta_key openai_meta_location_keys[] = {
-    {"city", offsetof(struct openai_user_location, city)},
-    {"region", offsetof(struct openai_user_location, region)},
-    {"country", offsetof(struct openai_user_location, country)},
-    {"timezone", offsetof(struct openai_user_location, timezone)},
-    {"latitude", offsetof(struct openai_user_location, latitude)},
-    {"longitude", offsetof(struct openai_user_location, longitude)},
+    OPENAI_META_KEY("city", struct openai_user_location, city),
+    OPENAI_META_KEY("region", struct openai_user_location, region),
+    OPENAI_META_KEY("country", struct openai_user_location, country),
+    OPENAI_META_KEY("timezone", struct openai_user_location, timezone),
+    OPENAI_META_KEY("latitude", struct openai_user_location, latitude),
+    OPENAI_META_KEY("longitude", struct openai_user_location, longitude),
 };
 
 #define OPENAI_META_NKEYS(table) (sizeof(table) / sizeof((table)[0]))
@@ -130,6 +136,34 @@ static void openai_meta_format_real(double v, char *buf, size_t size)
     snprintf(buf, size, "%.17g", v);
 }
 
+/* True when a number's own spelling is what openai_meta_format_number would print, so the common
+ * latitude/longitude skips strtod and snprintf: an integer of at most 18 digits (always a long
+ * long) other than -0, or a plain decimal without exponent or trailing zero, of at most 15
+ * significant digits (DBL_DIG: such a decimal survives the trip through a double) and within
+ * 1e-4 <= |v| < 1e15, where "%.15g" prints no exponent. */
+static bool openai_meta_plain_number(const struct json_scan_value *v)
+{
+    const char *p = v->text, *end = v->text + v->len, *dot;
+    size_t int_digits, zeros = 0, frac_digits;
+
+    if (*p == '-')
+        p++;
+    if (v->integer)
+        return end - p <= 18 && !(p != v->text && *p == '0');
+    dot = memchr(p, '.', (size_t)(end - p));
+    if (!dot || memchr(dot, 'e', (size_t)(end - dot)) || memchr(dot, 'E', (size_t)(end - dot)) ||
+        end[-1] == '0')
+        return false;
+    int_digits = (size_t)(dot - p);
+    frac_digits = (size_t)(end - dot - 1);
+    if (int_digits == 1 && *p == '0') { /* 0.000ddd: leading zeros are not significant */
+        while (dot[1 + zeros] == '0')
+            zeros++;
+        return zeros <= 3 && frac_digits - zeros <= 15;
+    }
+    return int_digits + frac_digits <= 15;
+}
+
 /* A number as a decimal string: integers as "%lld", reals by openai_meta_format_real. A number
  * that fits neither (jansson refused those; the scanner accepts any RFC 8259 number) is kept as
  * it was spelled. */
@@ -139,6 +173,11 @@ static void openai_meta_format_number(const struct json_scan_value *v, char *buf
     long long i;
     double d;
 
+    if (openai_meta_plain_number(v)) {
+        *s = v->text;
+        *len = v->len;
+        return;
+    }
     if (v->integer && json_scan_int64(v, &i) == 0) {
         snprintf(buf, size, "%lld", i);
     } else if (!v->integer && json_scan_double(v, &d) == 0) {
@@ -200,7 +239,7 @@ static size_t openai_meta_lookup(const struct json_scan_value *key,
     size_t i;
 
     for (i = 0; i < n; i++)
-        if (json_scan_string_is(key, keys[i].name))
+        if (json_scan_string_eq(key, keys[i].name, keys[i].name_len))
             break;
     return i;
 }

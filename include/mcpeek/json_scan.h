@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 /* The deepest a value may sit: 2048 nested arrays are fine, a scalar inside them is one too many
  * (jansson's JSON_PARSER_MAX_DEPTH, counted the same way). */
@@ -81,8 +82,14 @@ int json_scan_end(struct json_scan *sc);
 /* 1-based line and column (in bytes) of the error position; for messages. */
 void json_scan_where(const struct json_scan *sc, size_t *line, size_t *column);
 
-/* True when the string `s` decodes to exactly the NUL-terminated `lit`. */
-bool json_scan_string_is(const struct json_scan_value *s, const char *lit);
+/* True when the string `s` decodes to exactly lit[0..len) (which may hold NULs). */
+bool json_scan_string_eq(const struct json_scan_value *s, const char *lit, size_t len);
+
+/* json_scan_string_eq with a C string; inline so strlen of a literal costs nothing. */
+static inline bool json_scan_string_is(const struct json_scan_value *s, const char *lit)
+{
+    return json_scan_string_eq(s, lit, strlen(lit));
+}
 
 /* Decodes the string `s` into buf, whole characters only, at most `cap` bytes (buf may be NULL
  * to measure). Returns the bytes written. Never longer than s->len. */
