@@ -1,9 +1,10 @@
 /* openai_meta: ChatGPT's `openai/...` hints in params._meta -> OpenAiClientContext.
  *
  * Type tolerant on purpose: strings are copied, JSON numbers become decimal strings, any other
- * type is skipped. Values are gathered on the stack and the context is allocated only once a
- * usable key was found, so a client that is not ChatGPT costs a few hash lookups and no malloc.
- * Every copy is cut on a UTF-8 boundary and at an embedded NUL, so it is a valid C string.
+ * type is skipped. The scan only records where the values are (json_scan spans); the context is
+ * allocated only once a usable key was found, so a client that is not ChatGPT costs a few key
+ * compares and no malloc. Every copy is cut on a UTF-8 boundary and has each embedded NUL
+ * replaced by U+FFFD, so it is a valid C string.
  */
 #include "mcpeek/openai_meta.h"
 
@@ -19,27 +20,42 @@
 /* One `_meta` key and the struct member it fills. */
 struct openai_meta_key {
     const char *name;
+    size_t name_len;
     size_t offset;
 };
 
+#define OPENAI_META_KEY(name, type, member)                                                        \
+    {                                                                                              \
+        name, sizeof(name) - 1, offsetof(type, member)                                             \
+    }
+
 static const struct openai_meta_key openai_meta_context_keys[] = {
-    {"openai/session", offsetof(OpenAiClientContext, session_id)},
-    {"openai/subject", offsetof(OpenAiClientContext, subject_id)},
-    {"openai/organization", offsetof(OpenAiClientContext, organization_id)},
-    {"openai/locale", offsetof(OpenAiClientContext, locale)},
-    {"openai/userAgent", offsetof(OpenAiClientContext, user_agent)},
+    OPENAI_META_KEY("openai/session", OpenAiClientContext, session_id),
+    OPENAI_META_KEY("openai/subject", OpenAiClientContext, subject_id),
+    OPENAI_META_KEY("openai/organization", OpenAiClientContext, organization_id),
+    OPENAI_META_KEY("openai/locale", OpenAiClientContext, locale),
+    OPENAI_META_KEY("openai/userAgent", OpenAiClientContext, user_agent),
 };
 
 static const struct openai_meta_key openai_meta_location_keys[] = {
-    {"city", offsetof(struct openai_user_location, city)},
-    {"region", offsetof(struct openai_user_location, region)},
-    {"country", offsetof(struct openai_user_location, country)},
-    {"timezone", offsetof(struct openai_user_location, timezone)},
-    {"latitude", offsetof(struct openai_user_location, latitude)},
-    {"longitude", offsetof(struct openai_user_location, longitude)},
+    OPENAI_META_KEY("city", struct openai_user_location, city),
+    OPENAI_META_KEY("region", struct openai_user_location, region),
+    OPENAI_META_KEY("country", struct openai_user_location, country),
+    OPENAI_META_KEY("timezone", struct openai_user_location, timezone),
+    OPENAI_META_KEY("latitude", struct openai_user_location, latitude),
+    OPENAI_META_KEY("longitude", struct openai_user_location, longitude),
 };
 
 #define OPENAI_META_NKEYS(table) (sizeof(table) / sizeof((table)[0]))
+
+_Static_assert(OPENAI_META_NKEYS(openai_meta_context_keys) ==
+                   sizeof(((struct openai_meta_found *)0)->context) /
+                       sizeof(struct json_scan_value),
+               "openai_meta_found.context has one slot per context key");
+_Static_assert(OPENAI_META_NKEYS(openai_meta_location_keys) ==
+                   sizeof(((struct openai_meta_found *)0)->location) /
+                       sizeof(struct json_scan_value),
+               "openai_meta_found.location has one slot per location key");
 
 static char **openai_meta_slot(void *base, const struct openai_meta_key *key)
 {
@@ -49,41 +65,6 @@ static char **openai_meta_slot(void *base, const struct openai_meta_key *key)
 static const char *openai_meta_get(const void *base, const struct openai_meta_key *key)
 {
     return *(const char *const *)(const void *)((const char *)base + key->offset);
-}
-
-/* Bytes of the well-formed UTF-8 sequence starting at u[0] (avail > 0 bytes readable), or 0
- * when it is malformed or truncated: overlong forms, surrogates and code points above
- * U+10FFFF are rejected, as RFC 3629 (and jansson) do. */
-static size_t openai_meta_utf8_seq(const unsigned char *u, size_t avail)
-{
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t n, k;
-
-    if (u[0] < 0x80)
-        return 1;
-    if (u[0] >= 0xc2 && u[0] <= 0xdf) {
-        n = 2;
-    } else if (u[0] >= 0xe0 && u[0] <= 0xef) {
-        n = 3;
-        if (u[0] == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (u[0] == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
-        n = 4;
-        if (u[0] == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (u[0] == 0xf4)
-            hi = 0x8f; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n > avail || u[1] < lo || u[1] > hi)
-        return 0;
-    for (k = 2; k < n; k++)
-        if ((u[k] & 0xc0) != 0x80)
-            return 0;
-    return n;
 }
 
 size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len)
@@ -98,7 +79,7 @@ size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len)
             i++;
             continue;
         }
-        n = openai_meta_utf8_seq(u + i, len - i);
+        n = json_scan_utf8_len(u + i, len - i);
         if (n == 0)
             break;
         i += n;
@@ -155,37 +136,87 @@ static void openai_meta_format_real(double v, char *buf, size_t size)
     snprintf(buf, size, "%.17g", v);
 }
 
+/* True when a number's own spelling is what openai_meta_format_number would print, so the common
+ * latitude/longitude skips strtod and snprintf: an integer of at most 18 digits (always a long
+ * long) other than -0, or a plain decimal without exponent or trailing zero, of at most 15
+ * significant digits (DBL_DIG: such a decimal survives the trip through a double) and within
+ * 1e-4 <= |v| < 1e15, where "%.15g" prints no exponent. */
+static bool openai_meta_plain_number(const struct json_scan_value *v)
+{
+    const char *p = v->text, *end = v->text + v->len, *dot;
+    size_t int_digits, zeros = 0, frac_digits;
+
+    if (*p == '-')
+        p++;
+    if (v->integer)
+        return end - p <= 18 && !(p != v->text && *p == '0');
+    dot = memchr(p, '.', (size_t)(end - p));
+    if (!dot || memchr(dot, 'e', (size_t)(end - dot)) || memchr(dot, 'E', (size_t)(end - dot)) ||
+        end[-1] == '0')
+        return false;
+    int_digits = (size_t)(dot - p);
+    frac_digits = (size_t)(end - dot - 1);
+    if (int_digits == 1 && *p == '0') { /* 0.000ddd: leading zeros are not significant */
+        while (dot[1 + zeros] == '0')
+            zeros++;
+        return zeros <= 3 && frac_digits - zeros <= 15;
+    }
+    return int_digits + frac_digits <= 15;
+}
+
+/* A number as a decimal string: integers as "%lld", reals by openai_meta_format_real. A number
+ * that fits neither (jansson refused those; the scanner accepts any RFC 8259 number) is kept as
+ * it was spelled. */
+static void openai_meta_format_number(const struct json_scan_value *v, char *buf, size_t size,
+                                      const char **s, size_t *len)
+{
+    long long i;
+    double d;
+
+    if (openai_meta_plain_number(v)) {
+        *s = v->text;
+        *len = v->len;
+        return;
+    }
+    if (v->integer && json_scan_int64(v, &i) == 0) {
+        snprintf(buf, size, "%lld", i);
+    } else if (!v->integer && json_scan_double(v, &d) == 0) {
+        openai_meta_format_real(d, buf, size);
+    } else {
+        *s = v->text;
+        *len = v->len;
+        return;
+    }
+    *s = buf;
+    *len = strlen(buf);
+}
+
 /* Sets *out to a capped copy of a string or number value; leaves it NULL for any other type
  * (including a missing key). Returns -1 only when an allocation fails. */
-static int openai_meta_value(const json_t *v, size_t max_len, char **out)
+static int openai_meta_value(const struct json_scan_value *v, size_t max_len, char **out)
 {
     char num[OPENAI_META_NUMBUF];
     const char *s;
     size_t len;
 
     *out = NULL;
-    if (json_is_string(v)) {
-        s = json_string_value(v);
-        len = json_string_length(v);
-    } else if (json_is_integer(v)) {
-        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
-        s = num;
-        len = strlen(num);
-    } else if (json_is_real(v)) {
-        openai_meta_format_real(json_real_value(v), num, sizeof(num));
-        s = num;
-        len = strlen(num);
+    if (v->type == JSON_SCAN_STRING) {
+        *out = json_scan_strdup(v, max_len);
+    } else if (v->type == JSON_SCAN_NUMBER) {
+        openai_meta_format_number(v, num, sizeof(num), &s, &len);
+        *out = openai_meta_copy(s, len, max_len);
     } else {
         return 0;
     }
-    *out = openai_meta_copy(s, len, max_len);
     return *out ? 0 : -1;
 }
 
-/* Fills the members of `base` named in `keys` from `obj`. *found tells whether any was
- * usable. On allocation failure returns -1; what was filled stays for the caller to free. */
-static int openai_meta_fill(const json_t *obj, const struct openai_meta_key *keys, size_t n,
-                            void *base, size_t max_len, bool *found)
+/* Fills the members of `base` named in `keys` from the recorded values. *found tells whether
+ * any was usable. On allocation failure returns -1; what was filled stays for the caller to
+ * free. */
+static int openai_meta_fill(const struct json_scan_value *values,
+                            const struct openai_meta_key *keys, size_t n, void *base,
+                            size_t max_len, bool *found)
 {
     size_t i;
     char **slot;
@@ -193,12 +224,64 @@ static int openai_meta_fill(const json_t *obj, const struct openai_meta_key *key
     *found = false;
     for (i = 0; i < n; i++) {
         slot = openai_meta_slot(base, &keys[i]);
-        if (openai_meta_value(json_object_get(obj, keys[i].name), max_len, slot) < 0)
+        if (openai_meta_value(&values[i], max_len, slot) < 0)
             return -1;
         if (*slot)
             *found = true;
     }
     return 0;
+}
+
+/* Index of `key` in `keys`, or n. */
+static size_t openai_meta_lookup(const struct json_scan_value *key,
+                                 const struct openai_meta_key *keys, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (json_scan_string_eq(key, keys[i].name, keys[i].name_len))
+            break;
+    return i;
+}
+
+/* Consumes an object's value at the cursor, recording the members named in `keys` into
+ * values[] (reset first: a later duplicate replaces an earlier one whole). Any other type is
+ * skipped and records nothing. */
+static int openai_meta_scan_object(struct json_scan *sc, const struct openai_meta_key *keys,
+                                   size_t n, struct json_scan_value *values, bool with_location,
+                                   struct json_scan_value *location)
+{
+    struct json_scan_value key;
+    size_t i;
+    int r;
+
+    memset(values, 0, n * sizeof(*values));
+    if (json_scan_peek(sc) != JSON_SCAN_OBJECT)
+        return json_scan_value(sc, NULL);
+    if (json_scan_enter(sc) < 0)
+        return -1;
+    while ((r = json_scan_member(sc, &key)) == 1) {
+        i = openai_meta_lookup(&key, keys, n);
+        if (i < n)
+            r = json_scan_value(sc, &values[i]);
+        else if (with_location && json_scan_string_is(&key, "openai/userLocation"))
+            r = openai_meta_scan_object(sc, openai_meta_location_keys,
+                                        OPENAI_META_NKEYS(openai_meta_location_keys), location,
+                                        false, NULL);
+        else
+            r = json_scan_value(sc, NULL);
+        if (r < 0)
+            return -1;
+    }
+    return r;
+}
+
+int openai_meta_scan(struct json_scan *sc, struct openai_meta_found *found)
+{
+    memset(found, 0, sizeof(*found));
+    return openai_meta_scan_object(sc, openai_meta_context_keys,
+                                   OPENAI_META_NKEYS(openai_meta_context_keys), found->context,
+                                   true, found->location);
 }
 
 static void openai_meta_free_members(void *base, const struct openai_meta_key *keys, size_t n)
@@ -223,23 +306,19 @@ static int openai_meta_dup_members(void *dst, const void *src, const struct open
     return 0;
 }
 
-OpenAiClientContext *openai_meta_extract(const json_t *meta, size_t max_len)
+OpenAiClientContext *openai_meta_build(const struct openai_meta_found *found, size_t max_len)
 {
     OpenAiClientContext tmp = {0};
     struct openai_user_location loc = {0};
     OpenAiClientContext *ctx = NULL;
-    const json_t *where;
     bool have_ctx = false, have_loc = false;
 
-    if (!json_is_object(meta))
-        return NULL;
-    if (openai_meta_fill(meta, openai_meta_context_keys,
+    if (openai_meta_fill(found->context, openai_meta_context_keys,
                          OPENAI_META_NKEYS(openai_meta_context_keys), &tmp, max_len, &have_ctx) < 0)
         goto fail;
-    where = json_object_get(meta, "openai/userLocation");
-    if (json_is_object(where) && openai_meta_fill(where, openai_meta_location_keys,
-                                                  OPENAI_META_NKEYS(openai_meta_location_keys),
-                                                  &loc, max_len, &have_loc) < 0)
+    if (openai_meta_fill(found->location, openai_meta_location_keys,
+                         OPENAI_META_NKEYS(openai_meta_location_keys), &loc, max_len,
+                         &have_loc) < 0)
         goto fail;
     if (!have_ctx && !have_loc)
         return NULL; /* nothing was copied, nothing to free */
@@ -264,6 +343,19 @@ fail:
     openai_meta_free_members(&tmp, openai_meta_context_keys,
                              OPENAI_META_NKEYS(openai_meta_context_keys));
     return NULL;
+}
+
+OpenAiClientContext *openai_meta_parse(const char *json, size_t len, size_t max_len)
+{
+    struct openai_meta_found found;
+    struct json_scan sc;
+
+    json_scan_init(&sc, json, len);
+    if (json_scan_peek(&sc) != JSON_SCAN_OBJECT)
+        return NULL;
+    if (openai_meta_scan(&sc, &found) < 0 || json_scan_end(&sc) < 0)
+        return NULL;
+    return openai_meta_build(&found, max_len);
 }
 
 OpenAiClientContext *openai_meta_dup(const OpenAiClientContext *ctx)

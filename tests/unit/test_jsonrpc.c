@@ -381,6 +381,20 @@ static void test_ids_are_kept_exact(void **state)
         {"\"a\\\"b\\\\c\\n\"", "\"a\\\"b\\\\c\\n\""},
         {"\"\\u00e9/\"", "\"\xc3\xa9/\""},
         {"\"a\\u0000b\"", "\"a\\u0000b\""},
+        /* Spellings jansson normalised; the scanner path reproduces its encoding. */
+        {"-0", "0"},
+        {"1E2", "100.0"},
+        {"1E+2", "100.0"},
+        {"1e-5", "1e-5"},
+        {"-0.0", "-0.0"},
+        {"1.5e300", "1.5e300"},
+        {"1e-400", "0.0"}, /* underflow reads as 0, as in jansson */
+        {"0.30000000000000004", "0.30000000000000004"},
+        {"5e-324", "4.94065645841247e-324"},
+        {"true", "true"},
+        {"false", "false"},
+        {"\"\\u001f\\u007f/\\t\"", "\"\\u001F\x7f/\\t\""},
+        {"\"\\ud83d\\ude00\"", "\"\xf0\x9f\x98\x80\""},
     };
     char body[256];
     struct mcp_request req;
@@ -402,6 +416,70 @@ static void test_ids_are_kept_exact(void **state)
     mcp_request_clear(&req);
     PARSE("{\"jsonrpc\":\"2.0\",\"id\":[1],\"method\":\"ping\"}", &req, JSONRPC_OK);
     CHECK_STR("array id", NULL, req.id_json);
+    mcp_request_clear(&req);
+}
+
+/* Deliberate difference from jansson: it refused integers outside int64 and reals that overflow a
+ * double as "too big" (-32700 in strict mode). They are valid RFC 8259 JSON, so the scanner
+ * accepts them; such an id is logged as it was spelled (still valid JSON), and such an openai
+ * value is kept as spelled too. */
+static void test_numbers_beyond_int64_and_double_are_valid(void **state)
+{
+    (void)state;
+    static const char *const ids[] = {
+        "99999999999999999999",
+        "-99999999999999999999",
+        "9223372036854775808",
+        "1e400",
+        "-1.5E+999",
+    };
+    char body[256];
+    struct mcp_request req;
+    size_t i;
+
+    for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        snprintf(body, sizeof(body), "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"ping\"}", ids[i]);
+        PARSE(body, &req, JSONRPC_OK);
+        CHECK_STR(ids[i], ids[i], req.id_json);
+        mcp_request_clear(&req);
+    }
+
+    PARSE("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"_meta\":"
+          "{\"openai/session\":123456789012345678901234567890,\"openai/subject\":2e400}}}",
+          &req, JSONRPC_OK);
+    if (!req.openai)
+        fail_msg("expected an openai context, got NULL");
+    CHECK_STR("openai session", "123456789012345678901234567890", req.openai->session_id);
+    CHECK_STR("openai subject", "2e400", req.openai->subject_id);
+    mcp_request_clear(&req);
+
+    /* In range they are converted as before: int64 limits exactly, a huge real as %g. */
+    PARSE("{\"jsonrpc\":\"2.0\",\"id\":-9223372036854775808,\"method\":\"ping\"}", &req,
+          JSONRPC_OK);
+    CHECK_STR("int64 min id", "-9223372036854775808", req.id_json);
+    mcp_request_clear(&req);
+}
+
+/* Deliberate difference from jansson: json_loadb stops at the first NUL byte, so
+ * `{...}<NUL>junk` used to pass as the object. A raw NUL is never valid JSON (outside a string it
+ * is not whitespace, inside it is an unescaped control character): invalid JSON now. */
+static void test_raw_nul_byte_is_invalid(void **state)
+{
+    (void)state;
+    static const char ok[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}";
+    static const char nul_in_string[] = "{\"jsonrpc\":\"2.0\",\"method\":\"a\0b\"}";
+    char body[sizeof(ok) + 8];
+    struct mcp_request req;
+
+    memcpy(body, ok, sizeof(ok) - 1);
+    memcpy(body + sizeof(ok) - 1, "\0junk", 5);
+    parse(body, sizeof(ok) - 1 + 5, MAX_STRING, &req, JSONRPC_INVALID_JSON, __LINE__);
+    CHECK_ERROR_HAS(&req, "unexpected data after the value");
+    mcp_request_clear(&req);
+
+    parse(nul_in_string, sizeof(nul_in_string) - 1, MAX_STRING, &req, JSONRPC_INVALID_JSON,
+          __LINE__);
+    CHECK_ERROR_HAS(&req, "control character in string");
     mcp_request_clear(&req);
 }
 
@@ -480,14 +558,16 @@ static void test_malformed_json(void **state)
         "nul",
         "\xef\xbb\xbf{}", /* byte order mark */
         "{\"a\":\"\x01\"}",
-        "{\"a\":\"\\ud800\"}",           /* lone surrogate escape */
-        "{\"id\":99999999999999999999}", /* jansson: too big integer */
+        "{\"a\":\"\\ud800\"}", /* lone surrogate escape */
+        "{\"a\\u0000\":1}",    /* NUL in a key: jansson refuses it, so does the scanner */
     };
     struct mcp_request req;
     size_t i;
 
+    /* The scanner says where (line, column and byte offset) and what; jansson's wording was
+     * "unexpected token near '}'". */
     PARSE("{\"a\": }", &req, JSONRPC_INVALID_JSON);
-    CHECK_STR("error", "invalid JSON at line 1 column 7: unexpected token near '}'", req.error);
+    CHECK_STR("error", "invalid JSON at line 1 column 7 (byte 6): unexpected character", req.error);
     CHECK_SIZE("batch", 0, req.batch);
     CHECK_STR("method", NULL, req.method);
     mcp_request_clear(&req);
@@ -814,6 +894,17 @@ static void test_response_error_code(void **state)
     check_code("<html>502 Bad Gateway</html>", false, 0, __LINE__);
     check_code("{\"error\":{\"code\":-1", false, 0, __LINE__);
     check_code("[]", false, 0, __LINE__);
+    /* Duplicate keys: the last "error" and the last "code" count. */
+    check_code("{\"error\":{\"code\":1,\"code\":2}}", true, 2, __LINE__);
+    check_code("{\"error\":{\"code\":1},\"error\":{\"code\":3}}", true, 3, __LINE__);
+    check_code("{\"error\":{\"code\":1},\"error\":\"x\"}", false, 0, __LINE__);
+    check_code("{\"error\":{\"code\":1},\"error\":{}}", false, 0, __LINE__);
+    /* The whole body must be JSON, past the code too. */
+    check_code("{\"error\":{\"code\":7}} x", false, 0, __LINE__);
+    check_code("[{\"error\":{\"code\":7}}, {\"a\":}]", false, 0, __LINE__);
+    check_code("{\"error\":{\"code\":99999999999999999999}}", false, 0, __LINE__);
+    check_code("{\"result\":{\"error\":{\"code\":5}}}", false, 0, __LINE__);
+    check_code("[{\"error\":{\"code\":8}}, 1, [2]]", true, 8, __LINE__);
     check_code("42", false, 0, __LINE__);
     check_code("", false, 0, __LINE__);
 
@@ -836,6 +927,8 @@ int main(void)
         cmocka_unit_test(test_notification),
         cmocka_unit_test(test_responses),
         cmocka_unit_test(test_ids_are_kept_exact),
+        cmocka_unit_test(test_numbers_beyond_int64_and_double_are_valid),
+        cmocka_unit_test(test_raw_nul_byte_is_invalid),
         cmocka_unit_test(test_long_string_id_is_capped_and_valid_json),
         cmocka_unit_test(test_tools_call_tool_name),
         cmocka_unit_test(test_malformed_json),

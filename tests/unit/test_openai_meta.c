@@ -1,7 +1,8 @@
 /* test_openai_meta: src/openai_meta.c, params._meta -> OpenAiClientContext.
  *
- * Each test builds `_meta` from JSON text with jansson (as jsonrpc.c does) and checks every
- * field, so a value landing in the wrong member fails too. UTF-8 validity of capped output is
+ * Each test gives `_meta` as JSON text to openai_meta_parse (the scanner path jsonrpc.c takes),
+ * after checking with jansson that the text is valid JSON, and checks every field, so a value
+ * landing in the wrong member fails too. UTF-8 validity of capped output is
  * checked with jansson's own validator (json_stringn), not with the code under test.
  */
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,23 +39,21 @@ static void check_str(const char *what, const char *expected, const char *got, c
              got ? got : "NULL", got ? "\"" : "");
 }
 
-static json_t *load(const char *text)
+/* Fails the test when the test's own JSON is broken (jansson is the referee). */
+static void check_valid_json(const char *text)
 {
     json_error_t err;
     json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
 
     if (!v)
         fail_msg("test JSON does not parse: %s: %s", err.text, text);
-    return v;
+    json_decref(v);
 }
 
 static OpenAiClientContext *extract_text(const char *text, size_t max_len)
 {
-    json_t *meta = load(text);
-    OpenAiClientContext *ctx = openai_meta_extract(meta, max_len);
-
-    json_decref(meta);
-    return ctx;
+    check_valid_json(text);
+    return openai_meta_parse(text, strlen(text), max_len);
 }
 
 /* True when s[0..len) is valid UTF-8 according to jansson. */
@@ -134,6 +134,19 @@ static void test_numbers_become_decimal_strings(void **state)
         {"1.7976931348623157e308", "1.7976931348623157e+308"},
         /* 15 significant digits already read back as the smallest denormal */
         {"5e-324", "4.94065645841247e-324"},
+        /* Around the shortcut that keeps a number's own spelling (see openai_meta.c): */
+        {"-0", "0"},
+        {"123456789012345678", "123456789012345678"},
+        {"1234567890123456789", "1234567890123456789"},
+        {"0.0001", "0.0001"},
+        {"0.00001", "1e-05"},
+        {"-0.00012", "-0.00012"},
+        {"-107.08426", "-107.08426"},
+        {"99999999999999.9", "99999999999999.9"},
+        {"0.1234567890123456", "0.1234567890123456"},
+        {"1.0000000000000001", "1"},
+        {"1.50", "1.5"},
+        {"1.0e2", "100"},
     };
     char text[128];
     size_t i;
@@ -252,8 +265,13 @@ static void test_empty_and_non_object_meta(void **state)
     expect_null_context("{}");
     for (i = 0; i < sizeof(not_objects) / sizeof(not_objects[0]); i++)
         expect_null_context(not_objects[i]);
-    if (openai_meta_extract(NULL, MAX_LEN) != NULL)
+    if (openai_meta_parse(NULL, 0, MAX_LEN) != NULL)
         fail_msg("expected NULL for a NULL meta, got a context");
+    /* Not JSON at all, or trailing bytes after the object: no context. */
+    if (openai_meta_parse("{\"openai/session\": \"s\"", 22, MAX_LEN) != NULL)
+        fail_msg("expected NULL for truncated JSON, got a context");
+    if (openai_meta_parse("{\"openai/session\": \"s\"} x", 25, MAX_LEN) != NULL)
+        fail_msg("expected NULL for trailing garbage, got a context");
 }
 
 static void test_partial_meta_only_session(void **state)
@@ -327,22 +345,33 @@ static void test_unicode_preserved_byte_exact(void **state)
     openai_meta_free(ctx);
 }
 
+/* The JSON text of a jansson value built with json_pack; the value is released. */
+static char *dump(json_t *v)
+{
+    char *text;
+
+    assert_non_null(v);
+    text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    assert_non_null(text);
+    return text;
+}
+
 static void test_one_mib_string_is_capped(void **state)
 {
     (void)state;
     size_t n = 1024 * 1024, len;
     char *big = malloc(n + 1);
-    json_t *meta;
+    char *meta;
     OpenAiClientContext *ctx;
 
     assert_non_null(big);
     memset(big, 'a', n);
     big[n] = '\0';
-    meta = json_pack("{s:s, s:s}", "openai/session", big, "openai/subject", "short");
+    meta = dump(json_pack("{s:s, s:s}", "openai/session", big, "openai/subject", "short"));
     free(big);
-    assert_non_null(meta);
-    ctx = openai_meta_extract(meta, MAX_LEN);
-    json_decref(meta);
+    ctx = openai_meta_parse(meta, strlen(meta), MAX_LEN);
+    free(meta);
     if (!ctx)
         fail_msg("expected a context, got NULL");
     len = strlen(ctx->session_id);
@@ -357,17 +386,16 @@ static void check_multibyte_cap(const char *ch, size_t n)
 {
     size_t count = (1024 * 1024) / n, i, max_len, len, want;
     char *big = malloc(count * n + 1);
-    json_t *meta;
+    char *meta;
 
     assert_non_null(big);
     for (i = 0; i < count; i++)
         memcpy(big + i * n, ch, n);
     big[count * n] = '\0';
-    meta = json_pack("{s:s}", "openai/session", big);
+    meta = dump(json_pack("{s:s}", "openai/session", big));
     free(big);
-    assert_non_null(meta);
     for (max_len = 1000; max_len < 1000 + 2 * n; max_len++) {
-        OpenAiClientContext *ctx = openai_meta_extract(meta, max_len);
+        OpenAiClientContext *ctx = openai_meta_parse(meta, strlen(meta), max_len);
         if (!ctx)
             fail_msg("cap %zu: expected a context, got NULL", max_len);
         len = strlen(ctx->session_id);
@@ -379,7 +407,7 @@ static void check_multibyte_cap(const char *ch, size_t n)
             fail_msg("%zu-byte chars, cap %zu: result is not valid UTF-8", n, max_len);
         openai_meta_free(ctx);
     }
-    json_decref(meta);
+    free(meta);
 }
 
 static void test_cap_never_splits_a_character(void **state)
