@@ -59,7 +59,7 @@ static void accesslog_str(struct strbuf *out, const char *key, const char *value
 static void accesslog_u64(struct strbuf *out, const char *key, uint64_t value)
 {
     accesslog_key(out, key);
-    strbuf_printf(out, "%" PRIu64, value);
+    strbuf_put_uint(out, value, 0);
 }
 
 /* Milliseconds with exactly three decimals, independent of the C locale. Negative and
@@ -71,7 +71,9 @@ static void accesslog_ms(struct strbuf *out, const char *key, double ms)
     if (ms > 0 && ms < 9.0e12) /* NaN fails both comparisons */
         us = (long long)(ms * 1000.0 + 0.5);
     accesslog_key(out, key);
-    strbuf_printf(out, "%lld.%03lld", us / 1000, us % 1000);
+    strbuf_put_uint(out, (uint64_t)(us / 1000), 0);
+    strbuf_putc(out, '.');
+    strbuf_put_uint(out, (uint64_t)(us % 1000), 3);
 }
 
 static void accesslog_ts(struct strbuf *out, const struct timespec *ts)
@@ -88,8 +90,23 @@ static void accesslog_ts(struct strbuf *out, const struct timespec *ts)
         tm.tm_mday = 1;
         ms = 0;
     }
-    strbuf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\"", tm.tm_year + 1900, tm.tm_mon + 1,
-                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    const struct {
+        int value;
+        unsigned width;
+        char after;
+    } parts[] = {{tm.tm_year + 1900, 4, '-'},
+                 {tm.tm_mon + 1, 2, '-'},
+                 {tm.tm_mday, 2, 'T'},
+                 {tm.tm_hour, 2, ':'},
+                 {tm.tm_min, 2, ':'},
+                 {tm.tm_sec, 2, '.'},
+                 {(int)ms, 3, 'Z'}};
+    strbuf_putc(out, '"');
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        strbuf_put_uint(out, parts[i].value > 0 ? (uint64_t)parts[i].value : 0, parts[i].width);
+        strbuf_putc(out, parts[i].after);
+    }
+    strbuf_putc(out, '"');
 }
 
 /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? over the whole of s[0..len). */
@@ -344,7 +361,7 @@ void accesslog_format(struct strbuf *out, const struct exchange_record *rec,
     accesslog_str(out, "http_method", rec->http_method, cap);
     accesslog_str(out, "path", rec->path, cap);
     accesslog_key(out, "status");
-    strbuf_printf(out, "%d", rec->status);
+    strbuf_put_uint(out, rec->status > 0 ? (uint64_t)rec->status : 0, 0);
     accesslog_str(out, "client_ip", rec->client_ip, cap);
     accesslog_ms(out, "duration_ms", rec->duration_ms);
     if (rec->upstream_ms >= 0) /* NaN is treated as "no upstream answer" too */

@@ -449,6 +449,15 @@ static int client_body_framing(struct client *c, const struct http1_request *r)
     return has_length && c->chunked ? -1 : 0;
 }
 
+/* Copies s[0..len) cut to fit `size` with its NUL (refusal log lines cap values anyway). */
+static void client_copy_text(char *dst, size_t size, const char *s, size_t len)
+{
+    if (len >= size)
+        len = size - 1;
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+}
+
 static const char *client_known_method(const char *m)
 {
     for (size_t i = 0; i < sizeof(client_methods) / sizeof(client_methods[0]); i++)
@@ -513,9 +522,8 @@ static void client_parse_head(struct client *c, size_t end)
     int rc = http1_parse_request_head(c->in, end, &r);
     if (r.method) {
         c->have_line = true;
-        snprintf(c->line_method, sizeof(c->line_method), "%s", r.method);
-        size_t plen = strcspn(r.target, "?");
-        snprintf(c->path, sizeof(c->path), "%.*s", (int)(plen < 511 ? plen : 511), r.target);
+        client_copy_text(c->line_method, sizeof(c->line_method), r.method, strlen(r.method));
+        client_copy_text(c->path, sizeof(c->path), r.target, strcspn(r.target, "?"));
     }
     if (rc == -2) {
         client_refuse(c, 431, -32600, "headers_too_large");
@@ -944,15 +952,33 @@ void client_respond_start(struct client *c, int status, const char *headers, siz
         c->framing = FRAME_CLOSE;
     if (c->framing == FRAME_CLOSE || atomic_load(&c->w->stop_accepting))
         c->keep_alive = false;
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, client_reason(status));
-    client_out(c, line, (size_t)n);
+    const char *reason = client_reason(status);
+    size_t reason_len = strlen(reason), n = 0;
+    if (status < 100 || status > 999)
+        status = 502;
+    memcpy(line, "HTTP/1.1 ", 9);
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    line[12] = ' ';
+    memcpy(line + 13, reason, reason_len);
+    memcpy(line + 13 + reason_len, "\r\n", 2);
+    client_out(c, line, 15 + reason_len);
     client_out(c, headers, headers_len);
     if (c->framing == FRAME_CHUNKED) {
         static const char te[] = "Transfer-Encoding: chunked\r\n";
         client_out(c, te, sizeof(te) - 1);
     } else if (content_length >= 0 && status != 204) {
-        n = snprintf(line, sizeof(line), "Content-Length: %lld\r\n", (long long)content_length);
-        client_out(c, line, (size_t)n);
+        char digits[24];
+        uint64_t v = (uint64_t)content_length;
+        n = sizeof(digits);
+        do
+            digits[--n] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        static const char cl[] = "Content-Length: ";
+        client_out(c, cl, sizeof(cl) - 1);
+        client_out(c, digits + n, sizeof(digits) - n);
+        client_out(c, "\r\n", 2);
     }
     if (!c->keep_alive) {
         static const char close_hdr[] = "Connection: close\r\n\r\n";
@@ -971,8 +997,13 @@ void client_respond_body(struct client *c, const char *data, size_t len)
         return;
     if (c->framing == FRAME_CHUNKED) {
         char size[24];
-        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-        client_out(c, size, (size_t)n);
+        size_t n = sizeof(size) - 2, v = len;
+        size[n] = '\r';
+        size[n + 1] = '\n';
+        do
+            size[--n] = "0123456789abcdef"[v & 15];
+        while ((v >>= 4) != 0);
+        client_out(c, size + n, sizeof(size) - n);
         client_out(c, data, len);
         client_out(c, "\r\n", 2);
         return;

@@ -191,47 +191,6 @@ static void openai_meta_format_number(const struct json_scan_value *v, char *buf
     *len = strlen(buf);
 }
 
-/* Sets *out to a capped copy of a string or number value; leaves it NULL for any other type
- * (including a missing key). Returns -1 only when an allocation fails. */
-static int openai_meta_value(const struct json_scan_value *v, size_t max_len, char **out)
-{
-    char num[OPENAI_META_NUMBUF];
-    const char *s;
-    size_t len;
-
-    *out = NULL;
-    if (v->type == JSON_SCAN_STRING) {
-        *out = json_scan_strdup(v, max_len);
-    } else if (v->type == JSON_SCAN_NUMBER) {
-        openai_meta_format_number(v, num, sizeof(num), &s, &len);
-        *out = openai_meta_copy(s, len, max_len);
-    } else {
-        return 0;
-    }
-    return *out ? 0 : -1;
-}
-
-/* Fills the members of `base` named in `keys` from the recorded values. *found tells whether
- * any was usable. On allocation failure returns -1; what was filled stays for the caller to
- * free. */
-static int openai_meta_fill(const struct json_scan_value *values,
-                            const struct openai_meta_key *keys, size_t n, void *base,
-                            size_t max_len, bool *found)
-{
-    size_t i;
-    char **slot;
-
-    *found = false;
-    for (i = 0; i < n; i++) {
-        slot = openai_meta_slot(base, &keys[i]);
-        if (openai_meta_value(&values[i], max_len, slot) < 0)
-            return -1;
-        if (*slot)
-            *found = true;
-    }
-    return 0;
-}
-
 /* Index of `key` in `keys`, or n. */
 static size_t openai_meta_lookup(const struct json_scan_value *key,
                                  const struct openai_meta_key *keys, size_t n)
@@ -284,65 +243,97 @@ int openai_meta_scan(struct json_scan *sc, struct openai_meta_found *found)
                                    true, found->location);
 }
 
-static void openai_meta_free_members(void *base, const struct openai_meta_key *keys, size_t n)
-{
-    size_t i;
+/* A context lives in one allocation: the struct, its location, then every string. Building,
+ * copying (session map) and freeing one costs a single malloc and free, where a member per
+ * allocation cost a dozen of each per request. */
+struct openai_meta_text {
+    const struct json_scan_value *string; /* decode from the body, or */
+    const char *plain;                    /* copy these bytes (numbers, dup) */
+    size_t len;                           /* upper bound of the stored bytes */
+};
 
-    for (i = 0; i < n; i++)
-        free(*openai_meta_slot(base, &keys[i]));
+/* Room a value needs (0 when unusable); a number is formatted into `num` first. */
+static size_t openai_meta_measure(const struct json_scan_value *v, size_t max_len, char *num,
+                                  struct openai_meta_text *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (v->type == JSON_SCAN_STRING) {
+        t->string = v;
+        t->len = v->len < max_len ? v->len : max_len; /* decoding never grows a string */
+        return t->len + 1;
+    }
+    if (v->type != JSON_SCAN_NUMBER)
+        return 0;
+    openai_meta_format_number(v, num, OPENAI_META_NUMBUF, &t->plain, &t->len);
+    t->len = openai_meta_utf8_cut(t->plain, t->len, max_len);
+    return t->len + 1;
 }
 
-static int openai_meta_dup_members(void *dst, const void *src, const struct openai_meta_key *keys,
-                                   size_t n)
+static char *openai_meta_store(const struct openai_meta_text *t, char **p)
 {
-    size_t i;
-    const char *s;
+    char *s = *p;
+    size_t n = t->len;
+    if (t->string)
+        n = json_scan_decode(t->string, s, t->len, JSON_SCAN_NUL_AS_FFFD);
+    else
+        memcpy(s, t->plain, n);
+    s[n] = '\0';
+    *p += n + 1;
+    return s;
+}
 
-    for (i = 0; i < n; i++) {
-        s = openai_meta_get(src, &keys[i]);
-        if (s && !(*openai_meta_slot(dst, &keys[i]) = strdup(s)))
-            return -1;
+#define OPENAI_META_NCTX OPENAI_META_NKEYS(openai_meta_context_keys)
+#define OPENAI_META_NLOC OPENAI_META_NKEYS(openai_meta_location_keys)
+
+/* Allocates the block for `n_ctx` + `n_loc` texts and fills the members. */
+static OpenAiClientContext *openai_meta_pack(const struct openai_meta_text *ctx_text,
+                                             const struct openai_meta_text *loc_text, bool have_loc,
+                                             size_t size)
+{
+    size += sizeof(OpenAiClientContext) + (have_loc ? sizeof(struct openai_user_location) : 0);
+    char *block = malloc(size);
+    if (!block)
+        return NULL;
+    OpenAiClientContext *ctx = (OpenAiClientContext *)block;
+    char *p = block + sizeof(*ctx);
+    memset(ctx, 0, sizeof(*ctx));
+    if (have_loc) {
+        ctx->user_location = (struct openai_user_location *)p;
+        memset(ctx->user_location, 0, sizeof(*ctx->user_location));
+        p += sizeof(*ctx->user_location);
     }
-    return 0;
+    for (size_t i = 0; i < OPENAI_META_NCTX; i++)
+        if (ctx_text[i].string || ctx_text[i].plain)
+            *openai_meta_slot(ctx, &openai_meta_context_keys[i]) =
+                openai_meta_store(&ctx_text[i], &p);
+    for (size_t i = 0; have_loc && i < OPENAI_META_NLOC; i++)
+        if (loc_text[i].string || loc_text[i].plain)
+            *openai_meta_slot(ctx->user_location, &openai_meta_location_keys[i]) =
+                openai_meta_store(&loc_text[i], &p);
+    return ctx;
 }
 
 OpenAiClientContext *openai_meta_build(const struct openai_meta_found *found, size_t max_len)
 {
-    OpenAiClientContext tmp = {0};
-    struct openai_user_location loc = {0};
-    OpenAiClientContext *ctx = NULL;
+    struct openai_meta_text ctx_text[OPENAI_META_NCTX], loc_text[OPENAI_META_NLOC];
+    char nums[OPENAI_META_NCTX + OPENAI_META_NLOC][OPENAI_META_NUMBUF];
+    size_t size = 0, need;
     bool have_ctx = false, have_loc = false;
 
-    if (openai_meta_fill(found->context, openai_meta_context_keys,
-                         OPENAI_META_NKEYS(openai_meta_context_keys), &tmp, max_len, &have_ctx) < 0)
-        goto fail;
-    if (openai_meta_fill(found->location, openai_meta_location_keys,
-                         OPENAI_META_NKEYS(openai_meta_location_keys), &loc, max_len,
-                         &have_loc) < 0)
-        goto fail;
-    if (!have_ctx && !have_loc)
-        return NULL; /* nothing was copied, nothing to free */
-
-    ctx = malloc(sizeof(*ctx));
-    if (!ctx)
-        goto fail;
-    *ctx = tmp;
-    ctx->user_location = NULL;
-    if (have_loc) {
-        ctx->user_location = malloc(sizeof(*ctx->user_location));
-        if (!ctx->user_location)
-            goto fail;
-        *ctx->user_location = loc;
+    for (size_t i = 0; i < OPENAI_META_NCTX; i++) {
+        need = openai_meta_measure(&found->context[i], max_len, nums[i], &ctx_text[i]);
+        have_ctx |= need > 0;
+        size += need;
     }
-    return ctx;
-
-fail:
-    free(ctx);
-    openai_meta_free_members(&loc, openai_meta_location_keys,
-                             OPENAI_META_NKEYS(openai_meta_location_keys));
-    openai_meta_free_members(&tmp, openai_meta_context_keys,
-                             OPENAI_META_NKEYS(openai_meta_context_keys));
-    return NULL;
+    for (size_t i = 0; i < OPENAI_META_NLOC; i++) {
+        need = openai_meta_measure(&found->location[i], max_len, nums[OPENAI_META_NCTX + i],
+                                   &loc_text[i]);
+        have_loc |= need > 0;
+        size += need;
+    }
+    if (!have_ctx && !have_loc)
+        return NULL; /* no usable key: nothing allocated */
+    return openai_meta_pack(ctx_text, loc_text, have_loc, size);
 }
 
 OpenAiClientContext *openai_meta_parse(const char *json, size_t len, size_t max_len)
@@ -360,41 +351,30 @@ OpenAiClientContext *openai_meta_parse(const char *json, size_t len, size_t max_
 
 OpenAiClientContext *openai_meta_dup(const OpenAiClientContext *ctx)
 {
-    OpenAiClientContext *copy;
+    struct openai_meta_text ctx_text[OPENAI_META_NCTX], loc_text[OPENAI_META_NLOC];
+    size_t size = 0;
+    const char *v;
 
     if (!ctx)
         return NULL;
-    copy = calloc(1, sizeof(*copy));
-    if (!copy)
-        return NULL;
-    if (openai_meta_dup_members(copy, ctx, openai_meta_context_keys,
-                                OPENAI_META_NKEYS(openai_meta_context_keys)) < 0)
-        goto fail;
-    if (ctx->user_location) {
-        copy->user_location = calloc(1, sizeof(*copy->user_location));
-        if (!copy->user_location ||
-            openai_meta_dup_members(copy->user_location, ctx->user_location,
-                                    openai_meta_location_keys,
-                                    OPENAI_META_NKEYS(openai_meta_location_keys)) < 0)
-            goto fail;
-    }
-    return copy;
-
-fail:
-    openai_meta_free(copy);
-    return NULL;
+    memset(ctx_text, 0, sizeof(ctx_text));
+    memset(loc_text, 0, sizeof(loc_text));
+    for (size_t i = 0; i < OPENAI_META_NCTX; i++)
+        if ((v = openai_meta_get(ctx, &openai_meta_context_keys[i])) != NULL) {
+            ctx_text[i].plain = v;
+            ctx_text[i].len = strlen(v);
+            size += ctx_text[i].len + 1;
+        }
+    for (size_t i = 0; ctx->user_location && i < OPENAI_META_NLOC; i++)
+        if ((v = openai_meta_get(ctx->user_location, &openai_meta_location_keys[i])) != NULL) {
+            loc_text[i].plain = v;
+            loc_text[i].len = strlen(v);
+            size += loc_text[i].len + 1;
+        }
+    return openai_meta_pack(ctx_text, loc_text, ctx->user_location != NULL, size);
 }
 
 void openai_meta_free(OpenAiClientContext *ctx)
 {
-    if (!ctx)
-        return;
-    if (ctx->user_location) {
-        openai_meta_free_members(ctx->user_location, openai_meta_location_keys,
-                                 OPENAI_META_NKEYS(openai_meta_location_keys));
-        free(ctx->user_location);
-    }
-    openai_meta_free_members(ctx, openai_meta_context_keys,
-                             OPENAI_META_NKEYS(openai_meta_context_keys));
-    free(ctx);
+    free(ctx); /* one block: see openai_meta_pack */
 }

@@ -128,6 +128,18 @@ void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap)
     sb->len += (size_t)n;
 }
 
+void strbuf_put_uint(struct strbuf *sb, uint64_t v, unsigned width)
+{
+    char tmp[24];
+    size_t n = sizeof(tmp);
+    do
+        tmp[--n] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > sizeof(tmp) - width && n > 0)
+        tmp[--n] = '0';
+    strbuf_append(sb, tmp + n, sizeof(tmp) - n);
+}
+
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 {
     va_list ap;

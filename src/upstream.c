@@ -30,9 +30,6 @@
 #define UPSTREAM_READ_BUF (16 * 1024)
 /* A response head larger than this is refused (nginx's default proxy_buffer_size is 4-8 KiB). */
 #define UPSTREAM_HEAD_MAX (64 * 1024)
-/* Idle pooled connections are closed after this long (servers close theirs too: Node's
- * default keepAliveTimeout is 5 s, so most are closed by the server first). */
-#define UPSTREAM_IDLE_TIMEOUT_S 60
 
 enum conn_state {
     CONN_CONNECTING,
@@ -78,7 +75,7 @@ struct upstream_conn {
 struct upstream {
     struct event_base *base;
     struct upstream_conn *idle; /* most recently used first */
-    unsigned n_idle, max_idle;
+    unsigned n_idle;            /* the limit is the target's upstream_keepalive */
 };
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
@@ -211,7 +208,8 @@ static struct upstream_conn *conn_new(struct upstream *up, const struct upstream
 static void conn_make_idle(struct upstream_conn *c)
 {
     struct upstream *up = c->up;
-    if (up->n_idle >= up->max_idle) {
+    const struct upstream_target *t = c->target;
+    if (up->n_idle >= t->keepalive) {
         conn_close(c);
         return;
     }
@@ -224,7 +222,7 @@ static void conn_make_idle(struct upstream_conn *c)
         up->idle->prev = c;
     up->idle = c;
     up->n_idle++;
-    timer_after(c->timer, UPSTREAM_IDLE_TIMEOUT_S * 1000);
+    timer_after(c->timer, t->keepalive_timeout_ms);
 }
 
 /* Ends the connection's call: the connection is pooled (clean end, keep-alive) or closed,
@@ -725,13 +723,12 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- public ---------------------------------------------------------------------------- */
 
-struct upstream *upstream_new(struct event_base *base, unsigned max_idle)
+struct upstream *upstream_new(struct event_base *base)
 {
     struct upstream *up = calloc(1, sizeof(*up));
     if (!up)
         return NULL;
     up->base = base;
-    up->max_idle = max_idle;
     return up;
 }
 

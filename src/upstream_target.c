@@ -119,6 +119,8 @@ int upstream_target_init(struct upstream_target *t, const struct mcpeek_config *
     snprintf(t->key, sizeof(t->key), "%s:%u", t->origin, port);
     t->path = strdup(*path ? path : "/");
     t->connect_timeout_ms = cfg->upstream_connect_timeout_ms;
+    t->keepalive = cfg->upstream_keepalive;
+    t->keepalive_timeout_ms = cfg->upstream_keepalive_timeout_ms;
     if (!t->path) {
         strbuf_puts(errors, "out of memory\n");
         goto fail;

@@ -16,8 +16,6 @@
 #include "mcpeek/server.h"
 #include "mcpeek/upstream.h"
 
-/* Idle upstream connections each worker keeps open for reuse. */
-#define WORKER_UPSTREAM_IDLE_MAX 128
 /* While stopping gracefully: how often to check that everything was flushed. */
 #define WORKER_DRAIN_POLL_MS 10
 /* After the shutdown deadline: the longest wait for final bytes to reach clients. */
@@ -148,7 +146,7 @@ int worker_init(struct worker *w, unsigned index, struct shared *shared, struct 
         goto fail;
     w->wakeup = event_new(w->base, -1, 0, on_wakeup, w);
     w->drain_poll = event_new(w->base, -1, EV_PERSIST, on_drain_poll, w);
-    w->upstream = upstream_new(w->base, WORKER_UPSTREAM_IDLE_MAX);
+    w->upstream = upstream_new(w->base);
     if (!w->wakeup || !w->drain_poll || !w->upstream)
         goto fail;
     if (server_start(w, gen->cfg, errors) < 0)

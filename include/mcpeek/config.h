@@ -49,12 +49,14 @@ struct mcpeek_config {
     char *auth_tokens_file; /* NULL = no bearer check by mcpeek */
 
     /* upstream */
-    char *upstream;                        /* "http://127.0.0.1:3000/mcp" */
-    char *upstream_host_header;            /* NULL = host of the upstream URL */
-    uint32_t upstream_connect_timeout_ms;  /* 5 s */
-    uint32_t upstream_response_timeout_ms; /* 60 s, to the first response byte */
-    uint32_t stream_idle_timeout_ms;       /* 0 = off */
-    bool upstream_tls_verify;              /* on */
+    char *upstream;                         /* "http://127.0.0.1:3000/mcp" */
+    char *upstream_host_header;             /* NULL = host of the upstream URL */
+    uint32_t upstream_connect_timeout_ms;   /* 5 s */
+    uint32_t upstream_response_timeout_ms;  /* 60 s, to the first response byte */
+    unsigned upstream_keepalive;            /* idle connections kept per worker; 128 */
+    uint32_t upstream_keepalive_timeout_ms; /* 60 s */
+    uint32_t stream_idle_timeout_ms;        /* 0 = off */
+    bool upstream_tls_verify;               /* on */
     char *upstream_ca_file;
     char *upstream_tls_cert;
     char *upstream_tls_key;

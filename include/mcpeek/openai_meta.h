@@ -23,7 +23,8 @@ struct openai_user_location {
     char *longitude;
 };
 
-/* All members are heap strings owned by the context, NULL when absent. */
+/* Members are NUL-terminated strings, NULL when absent. The context, its location and its
+ * strings are one allocation: free it only with openai_meta_free. */
 typedef struct openai_client_context {
     char *session_id;                           /* openai/session */
     char *subject_id;                           /* openai/subject */

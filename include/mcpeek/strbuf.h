@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct strbuf {
     char *data; /* owned; always NUL terminated once anything was appended */
@@ -24,6 +25,9 @@ void strbuf_append(struct strbuf *sb, const void *data, size_t len);
 void strbuf_puts(struct strbuf *sb, const char *s);
 void strbuf_putc(struct strbuf *sb, char c);
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends `v` in decimal, zero-padded to at least `width` digits (0: no padding). Cheaper than
+ * printf, which is a visible share of a request's CPU when every log line has ten numbers. */
+void strbuf_put_uint(struct strbuf *sb, uint64_t v, unsigned width);
 void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap);
 
 /* Appends `s` (len bytes, may hold any bytes) as a quoted JSON string. At most `max_len`

@@ -51,7 +51,7 @@ struct upstream_call {
     bool paused;
 };
 
-struct upstream *upstream_new(struct event_base *base, unsigned max_idle);
+struct upstream *upstream_new(struct event_base *base);
 /* Frees the pool; every call must have ended or been cancelled. */
 void upstream_free(struct upstream *up);
 

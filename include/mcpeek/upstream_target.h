@@ -31,6 +31,8 @@ struct upstream_target {
     size_t n_addrs;
     SSL_CTX *ssl_ctx; /* owned; NULL for http:// */
     uint32_t connect_timeout_ms;
+    unsigned keepalive;            /* idle connections a worker keeps (upstream_keepalive) */
+    uint32_t keepalive_timeout_ms; /* upstream_keepalive_timeout */
 };
 
 /* Parses cfg->upstream, resolves it and builds the TLS context: 0, or -1 after appending

@@ -253,6 +253,8 @@ static void assert_config_equal(const struct mcpeek_config *a, const struct mcpe
     assert_str_or_null(a->upstream_host_header, b->upstream_host_header);
     assert_int_equal(a->upstream_connect_timeout_ms, b->upstream_connect_timeout_ms);
     assert_int_equal(a->upstream_response_timeout_ms, b->upstream_response_timeout_ms);
+    assert_int_equal(a->upstream_keepalive, b->upstream_keepalive);
+    assert_int_equal(a->upstream_keepalive_timeout_ms, b->upstream_keepalive_timeout_ms);
     assert_int_equal(a->stream_idle_timeout_ms, b->stream_idle_timeout_ms);
     assert_int_equal(a->upstream_tls_verify, b->upstream_tls_verify);
     assert_str_or_null(a->upstream_ca_file, b->upstream_ca_file);
@@ -350,6 +352,8 @@ static void test_defaults(void **state)
     assert_null(cfg->upstream_host_header);
     assert_int_equal(cfg->upstream_connect_timeout_ms, 5000);
     assert_int_equal(cfg->upstream_response_timeout_ms, 60000);
+    assert_int_equal(cfg->upstream_keepalive, 128);
+    assert_int_equal(cfg->upstream_keepalive_timeout_ms, 60000);
     assert_int_equal(cfg->stream_idle_timeout_ms, 0);
     assert_true(cfg->upstream_tls_verify);
     assert_null(cfg->upstream_ca_file);
@@ -406,6 +410,8 @@ static void test_every_key_from_file(void **state)
              "upstream_host_header mcp.internal:8443\n"
              "upstream_connect_timeout 250ms\n"
              "upstream_response_timeout 2m\n"
+             "upstream_keepalive 0\n"
+             "upstream_keepalive_timeout 5s\n"
              "stream_idle_timeout 5m\n"
              "upstream_tls_verify off\n"
              "upstream_ca_file %s\n"
@@ -445,6 +451,8 @@ static void test_every_key_from_file(void **state)
     assert_string_equal(cfg->upstream_host_header, "mcp.internal:8443");
     assert_int_equal(cfg->upstream_connect_timeout_ms, 250);
     assert_int_equal(cfg->upstream_response_timeout_ms, 120000);
+    assert_int_equal(cfg->upstream_keepalive, 0);
+    assert_int_equal(cfg->upstream_keepalive_timeout_ms, 5000);
     assert_int_equal(cfg->stream_idle_timeout_ms, 300000);
     assert_false(cfg->upstream_tls_verify);
     assert_string_equal(cfg->upstream_ca_file, f);
@@ -1173,7 +1181,7 @@ static void test_usage_lists_every_key(void **state)
     size_t n = usage_keys(keys, 64);
 
     (void)state;
-    assert_int_equal(n, 33); /* the members of struct mcpeek_config, source_path aside */
+    assert_int_equal(n, 35); /* the members of struct mcpeek_config, source_path aside */
     for (size_t i = 0; i < n; i++) {
         struct cli_args args;
         char flag[80], *err;

@@ -17,35 +17,24 @@
 
 #include "mcpeek/session_map.h"
 
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-
-    assert_non_null(d);
-    return d;
-}
-
 /* A context whose every string is "<field>-<tag>", with a user location. */
 static OpenAiClientContext *make_ctx(const char *tag)
 {
-    OpenAiClientContext *ctx = calloc(1, sizeof(*ctx));
-    char buf[300];
+    char session[300], subject[300], org[300], city[300];
+    struct openai_user_location loc = {.country = "VN", .timezone = "Asia/Ho_Chi_Minh"};
+    OpenAiClientContext tmp = {.locale = "en-US", .user_agent = "Mozilla/5.0 test"};
 
+    snprintf(session, sizeof(session), "session-%s", tag);
+    snprintf(subject, sizeof(subject), "subject-%s", tag);
+    snprintf(org, sizeof(org), "org-%s", tag);
+    snprintf(city, sizeof(city), "city-%s", tag);
+    tmp.session_id = session;
+    tmp.subject_id = subject;
+    tmp.organization_id = org;
+    loc.city = city;
+    tmp.user_location = &loc;
+    OpenAiClientContext *ctx = openai_meta_dup(&tmp); /* one block, as the parser makes */
     assert_non_null(ctx);
-    snprintf(buf, sizeof(buf), "session-%s", tag);
-    ctx->session_id = xstrdup(buf);
-    snprintf(buf, sizeof(buf), "subject-%s", tag);
-    ctx->subject_id = xstrdup(buf);
-    snprintf(buf, sizeof(buf), "org-%s", tag);
-    ctx->organization_id = xstrdup(buf);
-    ctx->locale = xstrdup("en-US");
-    ctx->user_agent = xstrdup("Mozilla/5.0 test");
-    ctx->user_location = calloc(1, sizeof(*ctx->user_location));
-    assert_non_null(ctx->user_location);
-    snprintf(buf, sizeof(buf), "city-%s", tag);
-    ctx->user_location->city = xstrdup(buf);
-    ctx->user_location->country = xstrdup("VN");
-    ctx->user_location->timezone = xstrdup("Asia/Ho_Chi_Minh");
     return ctx;
 }
 

@@ -394,9 +394,36 @@ static void test_utf8_valid(void **state)
     assert_false(utf8_valid("a\x80", 2));
 }
 
+static void test_put_uint_matches_printf(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t v;
+        unsigned width;
+        const char *fmt_out;
+    } cases[] = {{0, 0, "0"},         {7, 0, "7"},
+                 {10, 0, "10"},       {5, 3, "005"},
+                 {12345, 3, "12345"}, {2026, 4, "2026"},
+                 {9, 2, "09"},        {UINT64_MAX, 0, "18446744073709551615"},
+                 {0, 4, "0000"},      {999, 3, "999"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct strbuf sb;
+        strbuf_init(&sb);
+        strbuf_puts(&sb, "x=");
+        strbuf_put_uint(&sb, cases[i].v, cases[i].width);
+        char want[40];
+        snprintf(want, sizeof(want), "x=%s", cases[i].fmt_out);
+        if (strcmp(sb.data, want) != 0)
+            fail_msg("put_uint(%llu, %u): expected %s, got %s", (unsigned long long)cases[i].v,
+                     cases[i].width, want, sb.data);
+        strbuf_free(&sb);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_uint_matches_printf),
         cmocka_unit_test(test_control_chars_escaped),
         cmocka_unit_test(test_quotes_and_backslash),
         cmocka_unit_test(test_valid_multibyte_kept),
