@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import dns from 'node:dns/promises';
+import http from 'node:http';
 import net from 'node:net';
 import test from 'node:test';
 import {
@@ -404,6 +405,49 @@ test('malformed_upstream_answers_get_502_upstream_error', only, async (t) => {
         { status: 502, rpc_id: id, error: 'upstream_error', level: 'warn', rpc_error_code: -32000 },
         `log line for upstream answer ${JSON.stringify(answers[id])}`));
     assertCleanLine(lines[ids.length], 99);
+});
+
+test('answers_with_conflicting_framing_headers_get_502_instead_of_desynchronizing_the_client', only, async (t) => {
+    // Transfer-Encoding beside Content-Length, or two Content-Lengths: relayed, the client
+    // would frame the body differently than mcpeek did and read the rest as a next response.
+    const body = rpcAnswer(0, { x: '0123456789' });
+    const chunked = `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n\r\n`;
+    const answers = {
+        1: `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n${chunked}`,
+        2: `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+        3: `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nContent-Length: 10\r\n\r\n${body}`,
+        4: `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+        // The codings split over two fields ("gzip, chunked"): refused rather than framed
+        // by the first field alone.
+        5: `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+    };
+    const up = await startRawUpstream(t, (sock, req) => {
+        if (answers[req.id]) sock.write(answers[req.id]);
+        else if (req.id === 6) sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked, gzip\r\n\r\n${chunked}`);
+        else sock.write(jsonResponse(req));
+    });
+    const proxy = await startMcpeek(t, up.url);
+    // One kept-alive client connection throughout: a desynchronized answer would show up as
+    // the next request's answer.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    t.after(() => agent.destroy());
+    for (const id of [1, 2, 3, 4, 5]) {
+        const res = await post(proxy, id, { agent });
+        try { assertRpc502(res, id); } catch (e) { e.message = `upstream answer ${JSON.stringify(answers[id])}: ${e.message}`; throw e; }
+    }
+    // chunked not last: the body is close-delimited and the chunk framing is payload
+    // (RFC 9112 6.3), not decoded.
+    const r6 = await post(proxy, 6, { agent });
+    assert.equal(r6.status, 200);
+    assert.equal(r6.text(), chunked, '"Transfer-Encoding: chunked, gzip" body');
+    assertAnswer(await post(proxy, 7, { agent }), 7);
+    const lines = await proxy.expectLogCount(7);
+    for (const id of [1, 2, 3, 4, 5]) {
+        expectFields(lines[id - 1], { status: 502, rpc_id: id, error: 'upstream_error' },
+            `log line for upstream answer ${JSON.stringify(answers[id])}`);
+    }
+    assertCleanLine(lines[5], 6, { bytes_out: chunked.length });
+    assertCleanLine(lines[6], 7);
 });
 
 test('chunked_framing_error_after_the_head_cuts_the_client_off_and_logs_upstream_error', only, async (t) => {
