@@ -26,11 +26,11 @@ const rpcBody = (id, method = 'tools/call') => JSON.stringify({
 const rpcAnswer = (id, result = {}) => JSON.stringify({ jsonrpc: '2.0', id, result });
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
-// A raw TCP upstream on 127.0.0.1: splits what arrives into requests (head + Content-Length
+// A raw TCP upstream on 127.0.0.1 (or `host`): splits what arrives into requests (head + Content-Length
 // body) and calls onRequest(sock, req) for each, req = { connId, index (on its connection),
 // method, url, head, body, id (the JSON-RPC id, if any) }. Counts connections; destroys every
 // socket and closes the server at teardown.
-async function startRawUpstream(t, onRequest) {
+async function startRawUpstream(t, onRequest, { host = '127.0.0.1' } = {}) {
     const state = { connections: 0, requests: [], sockets: new Set() };
     const server = net.createServer((sock) => {
         const connId = ++state.connections;
@@ -60,14 +60,14 @@ async function startRawUpstream(t, onRequest) {
             }
         });
     });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise((resolve, reject) => server.once('error', reject).listen(0, host, resolve));
     t.after(() => new Promise((resolve) => {
         for (const s of state.sockets) s.destroy();
         server.close(() => resolve());
     }));
     const { port } = server.address();
     return {
-        port, url: `http://127.0.0.1:${port}/mcp`,
+        port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/mcp`,
         get connections() { return state.connections; },
         get requests() { return state.requests; },
     };
@@ -200,8 +200,10 @@ test('request_on_a_stale_pooled_connection_is_retried_once_on_a_fresh_one', only
     // The upstream answers the first request of each connection and drops the connection when
     // a second one arrives on it, without answering: what a server that closed an idle
     // connection at the moment mcpeek reused it looks like.
+    // Connection 1 is closed with a FIN, connection 2 with a reset (RST).
     const up = await startRawUpstream(t, (sock, req) => {
         if (req.index === 0) sock.write(jsonResponse(req));
+        else if (req.connId === 2) sock.resetAndDestroy();
         else sock.destroy();
     });
     const proxy = await startMcpeek(t, up.url);
@@ -580,6 +582,27 @@ test('localhost_upstream_url_reaches_a_server_listening_on_127_0_0_1', only, asy
         assert.equal(res.json().result.host, `localhost:${up.port}`, 'Host header the upstream saw');
     }
     assert.equal(up.connections, 1, `the pool was not used for a localhost target (${up.connections} connections)`);
+    const lines = await proxy.expectLogCount(2);
+    lines.forEach((l, i) => assertCleanLine(l, i + 1));
+});
+
+test('ipv6_literal_upstream_url_is_used_with_a_bracketed_host_header', only, async (t) => {
+    let up;
+    try {
+        up = await startRawUpstream(t, (sock, req) => sock.write(jsonResponse(req, '', { head: req.head })), { host: '::1' });
+    } catch (e) {
+        t.skip(`no IPv6 loopback here (${e.message})`);
+        return;
+    }
+    assert.equal(up.url, `http://[::1]:${up.port}/mcp`);
+    const proxy = await startMcpeek(t, up.url);
+    for (const id of [1, 2]) {
+        const res = await post(proxy, id);
+        assertAnswer(res, id);
+        assert.match(res.json().result.head, new RegExp(`\r\nHost: \\[::1\\]:${up.port}(\r\n|$)`, 'i'),
+            `Host header the upstream saw:\n${res.json().result.head}`);
+    }
+    assert.equal(up.connections, 1, `the pool was not used for an IPv6 target (${up.connections} connections)`);
     const lines = await proxy.expectLogCount(2);
     lines.forEach((l, i) => assertCleanLine(l, i + 1));
 });
