@@ -480,6 +480,45 @@ test('chunked_framing_error_after_the_head_cuts_the_client_off_and_logs_upstream
     assertCleanLine(lines[1], 2);
 });
 
+test('upstream_closing_mid_body_cuts_the_client_off_and_logs_upstream_reset', only, async (t) => {
+    // A Content-Length body and a chunked body, each cut by the upstream half way: the client
+    // must not get something that looks like a complete answer.
+    const payload = rpcAnswer(0, { blob: 'x'.repeat(4000) });
+    const up = await startRawUpstream(t, async (sock, req) => {
+        if (req.id === 1) {
+            await writeSlowly(sock, [`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${payload.length}\r\n\r\n`,
+                payload.slice(0, 1000)], 30);
+            sock.destroy();
+        } else if (req.id === 2) {
+            await writeSlowly(sock, ['HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n',
+                `${(payload.length).toString(16)}\r\n${payload.slice(0, 1000)}`], 30);
+            sock.destroy();
+        } else {
+            sock.write(jsonResponse(req));
+        }
+    });
+    const proxy = await startMcpeek(t, up.url);
+    for (const id of [1, 2]) {
+        const res = await rawExchange(proxy.port, { body: rpcBody(id) });
+        const text = res.raw.toString('latin1');
+        assert.equal(res.status, 200, `request ${id}: ${text.slice(0, 300)}`);
+        const cl = /\r\ncontent-length: (\d+)/i.exec(res.head);
+        if (cl) {
+            assert.ok(res.body.length < Number(cl[1]), `request ${id}: the cut body looks complete (${res.body.length} of ${cl[1]} bytes)`);
+        } else {
+            assert.match(res.head, /\r\ntransfer-encoding: chunked/i, `request ${id}: neither length nor chunked:\n${res.head}`);
+            assert.doesNotMatch(res.body.toString('latin1'), /(^|\r\n)0\r\n\r\n$/, `request ${id}: the cut body ends like a complete one`);
+        }
+        assert.ok(res.body.includes(payload.slice(0, 500)), `request ${id}: the bytes before the cut were relayed`);
+    }
+    assertAnswer(await post(proxy, 3), 3);
+    const lines = await proxy.expectLogCount(3);
+    for (const id of [1, 2]) {
+        expectFields(lines[id - 1], { status: 200, rpc_id: id, error: 'upstream_reset', level: 'warn' }, `log line of cut answer ${id}`);
+    }
+    assertCleanLine(lines[2], 3);
+});
+
 test('response_head_over_64_kib_gets_502_and_one_just_under_passes', only, async (t) => {
     // 97 padding headers of 600 bytes (99 with the other two; the limit is 100): ~58 KiB,
     // the read buffer grows twice.
