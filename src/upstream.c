@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -464,6 +465,27 @@ static void conn_on_connected(struct upstream_conn *c)
 
 /* ---- reading the response ------------------------------------------------------------- */
 
+/* Fields named `name` in the head. */
+static size_t head_count(const struct http1_response *r, const char *name)
+{
+    size_t count = 0, n = strlen(name);
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (r->headers[i].name_len == n && strncasecmp(r->headers[i].name, name, n) == 0)
+            count++;
+    return count;
+}
+
+/* True when the last coding of a Transfer-Encoding value is chunked. */
+static bool te_ends_in_chunked(const char *v, size_t n)
+{
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ','))
+        n--;
+    size_t start = n;
+    while (start > 0 && v[start - 1] != ',')
+        start--;
+    return http1_value_has_token(v + start, n - start, "chunked");
+}
+
 /* The head is complete: decide the body framing and whether the connection can be reused. */
 static int conn_take_head(struct upstream_conn *c, const struct http1_response *r)
 {
@@ -476,11 +498,18 @@ static int conn_take_head(struct upstream_conn *c, const struct http1_response *
     const char *cl_v;
     size_t cl_n;
     cl_v = http1_find_header(r, "Content-Length", &cl_n);
+    /* proxy.c relays Content-Length as it came: beside Transfer-Encoding, or twice, the
+     * client would frame the body differently than we do and take the rest for its next
+     * response. Such an answer is an error (RFC 9112 6.3, as nginx treats it). */
+    if ((te && cl_v) || head_count(r, "Content-Length") > 1 ||
+        head_count(r, "Transfer-Encoding") > 1)
+        return -1;
     if (call->no_body_expected || r->status == 204 || r->status == 304) {
         c->framing = BODY_NONE;
     } else if (te) {
-        /* Other codings end at the close (RFC 9112 6.3); chunked is the one we decode. */
-        c->framing = http1_value_has_token(te, n, "chunked") ? BODY_CHUNKED : BODY_CLOSE;
+        /* Chunked is the one coding we decode, and only as the last one; otherwise the body
+         * ends at the close (RFC 9112 6.3). */
+        c->framing = te_ends_in_chunked(te, n) ? BODY_CHUNKED : BODY_CLOSE;
         c->keep_alive &= c->framing == BODY_CHUNKED;
         memset(&c->chunked, 0, sizeof(c->chunked));
     } else if (cl_v) {

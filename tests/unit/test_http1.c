@@ -1,0 +1,557 @@
+/* Tests for src/http1.c: the in-place response head parser, the header helpers and the
+ * chunked decoder, each fed its input whole, split at every point and byte by byte (a
+ * socket read can end anywhere). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "mcpeek/http1.h"
+
+/* ---- response head ------------------------------------------------------------------ */
+
+static ssize_t parse(const char *s, struct http1_response *r)
+{
+    return http1_parse_response_head(s, strlen(s), r);
+}
+
+static void expect_malformed(const char *head)
+{
+    struct http1_response r;
+    ssize_t got = parse(head, &r);
+    if (got != -1)
+        fail_msg("expected -1 (malformed) for %s, got %zd", head, got);
+}
+
+static void check_header(const struct http1_response *r, const char *name, const char *want)
+{
+    size_t len = 99;
+    const char *v = http1_find_header(r, name, &len);
+    if (!v)
+        fail_msg("header %s: expected \"%s\", not found", name, want);
+    if (len != strlen(want) || memcmp(v, want, len) != 0)
+        fail_msg("header %s: expected \"%s\", got \"%.*s\"", name, want, (int)len, v);
+}
+
+static const char SAMPLE_CRLF[] = "HTTP/1.1 200 OK\r\n"
+                                  "Content-Type: application/json\r\n"
+                                  "Content-Length: 12\r\n"
+                                  "X-Empty:\r\n"
+                                  "Mcp-Session-Id: abc\r\n"
+                                  "\r\n";
+static const char SAMPLE_LF[] = "HTTP/1.1 200 OK\n"
+                                "Content-Type: application/json\n"
+                                "Content-Length: 12\n"
+                                "X-Empty:\n"
+                                "Mcp-Session-Id: abc\n"
+                                "\n";
+
+static void check_sample(const struct http1_response *r)
+{
+    assert_int_equal(r->minor, 1);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(r->n_headers, 4);
+    check_header(r, "Content-Type", "application/json");
+    check_header(r, "Content-Length", "12");
+    check_header(r, "X-Empty", "");
+    check_header(r, "Mcp-Session-Id", "abc");
+}
+
+/* Every proper prefix is "need more", the whole head parses, and bytes after it (the body)
+ * are not counted in the head's length. */
+static void check_every_split(const char *head)
+{
+    size_t len = strlen(head);
+    char buf[512];
+    struct http1_response r;
+    for (size_t n = 0; n < len; n++) {
+        ssize_t got = http1_parse_response_head(head, n, &r);
+        if (got != 0)
+            fail_msg("prefix of %zu of %zu bytes: expected 0 (incomplete), got %zd", n, len, got);
+    }
+    assert_int_equal(http1_parse_response_head(head, len, &r), (ssize_t)len);
+    check_sample(&r);
+    assert_true(len + 12 < sizeof(buf));
+    memcpy(buf, head, len);
+    memcpy(buf + len, "{\"jsonrpc\":1", 12);
+    assert_int_equal(http1_parse_response_head(buf, len + 12, &r), (ssize_t)len);
+    check_sample(&r);
+}
+
+static void test_head_complete_only_at_its_end_crlf(void **state)
+{
+    (void)state;
+    check_every_split(SAMPLE_CRLF);
+}
+
+static void test_head_complete_only_at_its_end_bare_lf(void **state)
+{
+    (void)state;
+    check_every_split(SAMPLE_LF);
+}
+
+static void test_head_mixed_line_ends(void **state)
+{
+    (void)state;
+    struct http1_response r;
+    const char *h = "HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\n\n";
+    assert_int_equal(parse(h, &r), (ssize_t)strlen(h));
+    check_header(&r, "A", "1");
+    check_header(&r, "B", "2");
+}
+
+static void test_status_line_valid_variants(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head;
+        int minor, status;
+    } ok[] = {
+        {"HTTP/1.1 200 OK\r\n\r\n", 1, 200},
+        {"HTTP/1.0 404 Not Found\r\n\r\n", 0, 404},
+        {"HTTP/1.1 204\r\n\r\n", 1, 204},  /* no reason phrase */
+        {"HTTP/1.1 200 \r\n\r\n", 1, 200}, /* empty reason phrase */
+        {"HTTP/1.1 100 Continue\r\n\r\n", 1, 100},
+        {"HTTP/1.1 103 Early Hints\r\n\r\n", 1, 103},
+        {"HTTP/1.1 999 Whatever It Says\r\n\r\n", 1, 999},
+        {"HTTP/1.9 502 Bad Gateway\r\n\r\n", 9, 502},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct http1_response r;
+        ssize_t got = parse(ok[i].head, &r);
+        if (got != (ssize_t)strlen(ok[i].head) || r.minor != ok[i].minor ||
+            r.status != ok[i].status || r.n_headers != 0)
+            fail_msg("%s: expected length %zu minor %d status %d, got %zd minor %d status %d",
+                     ok[i].head, strlen(ok[i].head), ok[i].minor, ok[i].status, got, r.minor,
+                     r.status);
+    }
+}
+
+static void test_status_line_invalid_variants(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "HTTP/2 200 OK\r\n\r\n",
+        "HTTP/2.0 200 OK\r\n\r\n",
+        "HTTP/1.1 20 OK\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 099 OK\r\n\r\n",
+        "HTTP/1.1  200 OK\r\n\r\n",
+        "http/1.1 200 OK\r\n\r\n",
+        "HTTP/1.x 200 OK\r\n\r\n",
+        "HTTP/1.1 2a0 OK\r\n\r\n",
+        "HTTP/1.1 200OK\r\n\r\n",
+        " HTTP/1.1 200 OK\r\n\r\n",
+        "ICY 200 OK\r\n\r\n",
+        "HTTP/1.1\t200 OK\r\n\r\n",
+        "HTTP/1.1 -20 OK\r\n\r\n",
+        "\r\nHTTP/1.1 200 OK\r\n\r\n",
+        "HTTP/1.1\r\n\r\n",
+        "HTTP/1.1 200",
+        "<html>garbage</html>\n",
+        "SSH-2.0-OpenSSH_9.6\r\n",
+        "abc\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* A complete first line is judged; so is an incomplete one that cannot become a
+         * status line ("HTTP/1.1 200" without its LF still could). */
+        struct http1_response r;
+        ssize_t want = strchr(bad[i], '\n') ? -1 : 0;
+        ssize_t got = parse(bad[i], &r);
+        if (got != want)
+            fail_msg("\"%s\": expected %zd, got %zd", bad[i], want, got);
+    }
+}
+
+static void test_garbage_without_line_end_is_refused_early(void **state)
+{
+    (void)state;
+    struct http1_response r;
+    /* No LF yet, but the first 7 bytes already say this is not HTTP/1.x. */
+    assert_int_equal(parse("garbage that never ends", &r), -1);
+    assert_int_equal(parse("HTTP/2 200", &r), -1);
+    assert_int_equal(parse("HTTP/1.", &r), 0);
+}
+
+static void test_header_value_whitespace_is_trimmed(void **state)
+{
+    (void)state;
+    struct http1_response r;
+    const char *h = "HTTP/1.1 200 OK\r\n"
+                    "A:   spaced  \r\n"
+                    "B:\tx y\t \r\n"
+                    "C:nospace\r\n"
+                    "D: \t \r\n"
+                    "E: a\tb\r\n"
+                    "\r\n";
+    assert_int_equal(parse(h, &r), (ssize_t)strlen(h));
+    assert_int_equal(r.n_headers, 5);
+    check_header(&r, "A", "spaced");
+    check_header(&r, "B", "x y");
+    check_header(&r, "C", "nospace");
+    check_header(&r, "D", "");
+    check_header(&r, "E", "a\tb"); /* inner tab kept */
+    /* A colon inside the value belongs to the value. */
+    assert_true(parse("HTTP/1.1 200 OK\r\nLocation: http://h:1/x\r\n\r\n", &r) > 0);
+    check_header(&r, "Location", "http://h:1/x");
+}
+
+static void test_bad_header_names_and_folding_are_refused(void **state)
+{
+    (void)state;
+    expect_malformed("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nName : x\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nName\t: x\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\n: no name\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nNa(me: x\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nNa\"me: x\r\n\r\n");
+    /* Obsolete line folding, with a space or a tab. */
+    expect_malformed("HTTP/1.1 200 OK\r\nA: first\r\n second\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nA: first\r\n\tsecond\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\n A: x\n\n");
+}
+
+static void test_control_chars_in_values_are_refused(void **state)
+{
+    (void)state;
+    expect_malformed("HTTP/1.1 200 OK\r\nA: x\ry\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nA: x\x01y\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nA: x\x1b[31m\r\n\r\n");
+    expect_malformed("HTTP/1.1 200 OK\r\nA: x\r\r\n\r\n"); /* CR CR LF: the first CR stays */
+    static const char nul[] = "HTTP/1.1 200 OK\r\nA: x\0y\r\n\r\n";
+    struct http1_response r;
+    assert_int_equal(http1_parse_response_head(nul, sizeof(nul) - 1, &r), -1);
+}
+
+static void test_header_count_limit(void **state)
+{
+    (void)state;
+    char buf[8192];
+    struct http1_response r;
+    for (int n = HTTP1_MAX_HEADERS; n <= HTTP1_MAX_HEADERS + 1; n++) {
+        size_t len = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\n");
+        for (int i = 0; i < n; i++)
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "H%d: %d\r\n", i, i);
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "\r\n");
+        assert_true(len < sizeof(buf));
+        ssize_t got = http1_parse_response_head(buf, len, &r);
+        if (n == HTTP1_MAX_HEADERS) {
+            assert_int_equal(got, (ssize_t)len);
+            assert_int_equal(r.n_headers, HTTP1_MAX_HEADERS);
+            check_header(&r, "H99", "99");
+        } else if (got != -1) {
+            fail_msg("%d headers: expected -1, got %zd", n, got);
+        }
+    }
+}
+
+static void test_find_header_is_case_insensitive_and_exact(void **state)
+{
+    (void)state;
+    struct http1_response r;
+    const char *h = "HTTP/1.1 200 OK\r\n"
+                    "content-LENGTH: 5\r\n"
+                    "X-Dup: first\r\n"
+                    "x-dup: second\r\n"
+                    "\r\n";
+    assert_true(parse(h, &r) > 0);
+    check_header(&r, "Content-Length", "5");
+    check_header(&r, "CONTENT-length", "5");
+    check_header(&r, "x-DUP", "first");
+    size_t len = 42;
+    assert_null(http1_find_header(&r, "Content", &len));
+    assert_int_equal(len, 0);
+    assert_null(http1_find_header(&r, "Content-Length2", &len));
+    assert_null(http1_find_header(&r, "Connection", &len));
+}
+
+/* ---- header helpers ---------------------------------------------------------------- */
+
+static bool has(const char *value, const char *token)
+{
+    return http1_value_has_token(value, strlen(value), token);
+}
+
+static void test_value_has_token(void **state)
+{
+    (void)state;
+    assert_true(has("close", "close"));
+    assert_true(has("Close", "close"));
+    assert_true(has("keep-alive, Close", "close"));
+    assert_true(has("  close  ", "close"));
+    assert_true(has(",,close,,", "close"));
+    assert_true(has("a ,\tclose\t, b", "close"));
+    assert_true(has("X-Secret, x-other", "x-secret"));
+    assert_false(has("", "close"));
+    assert_false(has("closed", "close"));
+    assert_false(has("x-close", "close"));
+    assert_false(has("clo se", "close"));
+    assert_false(has("keep-alive", "close"));
+    assert_false(has("clos", "close"));
+    /* Only the given span counts. */
+    assert_false(http1_value_has_token("keep-alive, close", 10, "close"));
+    assert_true(http1_value_has_token("keep-alive, close", 10, "keep-alive"));
+}
+
+static int cl(const char *s, uint64_t *v)
+{
+    return http1_parse_content_length(s, strlen(s), v);
+}
+
+static void test_content_length(void **state)
+{
+    (void)state;
+    uint64_t v = 77;
+    assert_int_equal(cl("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(cl("12345", &v), 0);
+    assert_int_equal(v, 12345);
+    assert_int_equal(cl("007", &v), 0);
+    assert_int_equal(v, 7);
+    assert_int_equal(cl("999999999999999999", &v), 0); /* 18 digits */
+    assert_int_equal(v, 999999999999999999ull);
+    static const char *const bad[] = {
+        "",
+        "9999999999999999999",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "+1",
+        "-1",
+        " 1",
+        "1 ",
+        "1a",
+        "0x10",
+        "1,1",
+        "1.0",
+        "１",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 77;
+        if (cl(bad[i], &v) != -1)
+            fail_msg("Content-Length \"%s\": expected -1", bad[i]);
+        if (v != 77)
+            fail_msg("Content-Length \"%s\": refused but wrote %llu", bad[i],
+                     (unsigned long long)v);
+    }
+}
+
+/* ---- chunked decoder ---------------------------------------------------------------- */
+
+struct sink {
+    char data[4096];
+    size_t len;
+};
+
+/* Feeds in[0..len) until it is used up or the body ends; appends payload to `out`. Returns
+ * the bytes consumed, or -1 on a framing error. */
+static ssize_t feed_all(struct http1_chunked *c, const char *in, size_t len, struct sink *out)
+{
+    size_t off = 0;
+    while (off < len && !http1_chunked_done(c)) {
+        const char *data = (const char *)1;
+        size_t data_len = 99;
+        ssize_t r = http1_chunked_feed(c, in + off, len - off, &data, &data_len);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            fail_msg("chunked_feed consumed nothing of %zu bytes before the end", len - off);
+        if ((size_t)r > len - off)
+            fail_msg("chunked_feed consumed %zd of %zu bytes", r, len - off);
+        if (data_len > 0) {
+            if (data < in + off || data + data_len > in + off + (size_t)r)
+                fail_msg("payload span lies outside the consumed input");
+            assert_true(out->len + data_len <= sizeof(out->data));
+            memcpy(out->data + out->len, data, data_len);
+            out->len += data_len;
+        }
+        off += (size_t)r;
+    }
+    return (ssize_t)off;
+}
+
+/* Chunk extensions (one quoting a ';'), uppercase and lowercase hex, a trailer section, then
+ * bytes of the next response that must stay unconsumed. */
+static const char CHUNKED_BODY[] = "5;ext=1\r\n"
+                                   "hello\r\n"
+                                   "1A\r\n"
+                                   "abcdefghijklmnopqrstuvwxyz\r\n"
+                                   "b;name=\"quoted;x\";flag\r\n"
+                                   " {\"id\":12}\n\r\n"
+                                   "00000001\r\n"
+                                   "!\r\n"
+                                   "0;last=yes\r\n"
+                                   "Trailer-A: x\r\n"
+                                   "Server-Timing: db;dur=53\r\n"
+                                   "\r\n";
+static const char CHUNKED_PAYLOAD[] = "hello"
+                                      "abcdefghijklmnopqrstuvwxyz"
+                                      " {\"id\":12}\n"
+                                      "!";
+static const char AFTER[] = "HTTP/1.1 200 OK\r\n";
+
+static void expect_payload(const struct sink *s, const char *what)
+{
+    if (s->len != strlen(CHUNKED_PAYLOAD) || memcmp(s->data, CHUNKED_PAYLOAD, s->len) != 0)
+        fail_msg("%s: payload \"%.*s\", expected \"%s\"", what, (int)s->len, s->data,
+                 CHUNKED_PAYLOAD);
+}
+
+static void test_chunked_split_at_every_point(void **state)
+{
+    (void)state;
+    char in[512];
+    size_t body_len = strlen(CHUNKED_BODY), len = body_len + strlen(AFTER);
+    memcpy(in, CHUNKED_BODY, body_len);
+    memcpy(in + body_len, AFTER, strlen(AFTER));
+    for (size_t split = 0; split <= len; split++) {
+        struct http1_chunked c;
+        struct sink s = {.len = 0};
+        memset(&c, 0, sizeof(c));
+        ssize_t a = feed_all(&c, in, split, &s);
+        assert_true(a >= 0);
+        ssize_t b = feed_all(&c, in + a, len - (size_t)a, &s);
+        assert_true(b >= 0);
+        char what[64];
+        snprintf(what, sizeof(what), "split at %zu", split);
+        if (!http1_chunked_done(&c))
+            fail_msg("%s: body not complete", what);
+        if ((size_t)(a + b) != body_len)
+            fail_msg("%s: consumed %zd bytes, the body has %zu", what, a + b, body_len);
+        expect_payload(&s, what);
+    }
+}
+
+static void test_chunked_byte_by_byte(void **state)
+{
+    (void)state;
+    struct http1_chunked c;
+    struct sink s = {.len = 0};
+    memset(&c, 0, sizeof(c));
+    size_t len = strlen(CHUNKED_BODY);
+    for (size_t i = 0; i < len; i++) {
+        if (http1_chunked_done(&c))
+            fail_msg("body complete after %zu of %zu bytes", i, len);
+        assert_int_equal(feed_all(&c, CHUNKED_BODY + i, 1, &s), 1);
+    }
+    assert_true(http1_chunked_done(&c));
+    expect_payload(&s, "byte by byte");
+    /* Done: what follows belongs to the next response. */
+    const char *data;
+    size_t data_len;
+    assert_int_equal(http1_chunked_feed(&c, AFTER, strlen(AFTER), &data, &data_len), 0);
+    assert_int_equal(data_len, 0);
+}
+
+static void expect_chunked(const char *body, const char *payload)
+{
+    for (size_t step = 1; step <= strlen(body); step++) {
+        struct http1_chunked c;
+        struct sink s = {.len = 0};
+        memset(&c, 0, sizeof(c));
+        size_t total = 0;
+        for (size_t off = 0; off < strlen(body); off += step) {
+            size_t n = strlen(body) - off < step ? strlen(body) - off : step;
+            ssize_t r = feed_all(&c, body + off, n, &s);
+            if (r < 0)
+                fail_msg("%s in pieces of %zu: framing error at %zu", body, step, off);
+            total += (size_t)r;
+        }
+        if (!http1_chunked_done(&c) || total != strlen(body) || s.len != strlen(payload) ||
+            memcmp(s.data, payload, s.len) != 0)
+            fail_msg("%s in pieces of %zu: done %d consumed %zu payload \"%.*s\", expected "
+                     "\"%s\"",
+                     body, step, http1_chunked_done(&c), total, (int)s.len, s.data, payload);
+    }
+}
+
+static void test_chunked_variants(void **state)
+{
+    (void)state;
+    expect_chunked("0\r\n\r\n", "");                /* empty body */
+    expect_chunked("0;x=y\r\n\r\n", "");            /* extension on the last chunk */
+    expect_chunked("3\r\nabc\r\n0\r\n\r\n", "abc"); /* no trailer */
+    expect_chunked("3\nabc\n0\n\n", "abc");         /* bare LF line ends */
+    expect_chunked("A\r\n0123456789\r\n0\r\n\r\n", "0123456789");
+    expect_chunked("a\r\n0123456789\r\n0\r\n\r\n", "0123456789");
+    expect_chunked(
+        "Ff\r\n"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxx\r\n0\r\n\r\n",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxxx");
+    expect_chunked("2\r\n\r\n\r\n0\r\n\r\n", "\r\n"); /* payload that looks like framing */
+    expect_chunked("1\r\n0\r\n0\r\nA: 1\r\nB: 2\r\n\r\n", "0");
+    expect_chunked("000000000000003\r\nabc\r\n0\r\n\r\n", "abc"); /* 15 digits */
+}
+
+/* Feeds `body` whole and byte by byte; both must report a framing error, and the payload
+ * handed out before it must be `before`. */
+static void expect_chunked_error(const char *body, const char *before)
+{
+    for (size_t step = 1; step <= strlen(body); step = step == 1 ? strlen(body) : step + 1) {
+        struct http1_chunked c;
+        struct sink s = {.len = 0};
+        memset(&c, 0, sizeof(c));
+        bool failed = false;
+        for (size_t off = 0; off < strlen(body) && !failed; off += step) {
+            size_t n = strlen(body) - off < step ? strlen(body) - off : step;
+            failed = feed_all(&c, body + off, n, &s) < 0;
+        }
+        if (!failed)
+            fail_msg("%s (pieces of %zu): expected a framing error, done=%d", body, step,
+                     http1_chunked_done(&c));
+        if (s.len != strlen(before) || memcmp(s.data, before, s.len) != 0)
+            fail_msg("%s: payload before the error \"%.*s\", expected \"%s\"", body, (int)s.len,
+                     s.data, before);
+    }
+}
+
+static void test_chunked_errors(void **state)
+{
+    (void)state;
+    expect_chunked_error("\r\nhello\r\n0\r\n\r\n", "");           /* missing size */
+    expect_chunked_error(";ext\r\nhello\r\n0\r\n\r\n", "");       /* extension without size */
+    expect_chunked_error("g\r\nhello\r\n0\r\n\r\n", "");          /* not hex */
+    expect_chunked_error("0x5\r\nhello\r\n0\r\n\r\n", "");        /* no 0x prefix in HTTP */
+    expect_chunked_error("-5\r\nhello\r\n0\r\n\r\n", "");         /* no sign */
+    expect_chunked_error("1000000000000000\r\nhello\r\n", "");    /* 16 digits */
+    expect_chunked_error("FFFFFFFFFFFFFFFFF\r\nhello\r\n", "");   /* 17 digits, would overflow */
+    expect_chunked_error("5\r\nhelloX\r\n0\r\n\r\n", "hello");    /* no CRLF after the data */
+    expect_chunked_error("5\r\nhello\rX0\r\n\r\n", "hello");      /* CR without LF */
+    expect_chunked_error("5\r\nhello\r\n\r\n0\r\n\r\n", "hello"); /* empty size line */
+    expect_chunked_error("3\r\nabcdef\r\n0\r\n\r\n", "abc");      /* chunk longer than its size */
+    expect_chunked_error("0\r\n\rX\r\n", "");                     /* bad end of trailer */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_head_complete_only_at_its_end_crlf),
+        cmocka_unit_test(test_head_complete_only_at_its_end_bare_lf),
+        cmocka_unit_test(test_head_mixed_line_ends),
+        cmocka_unit_test(test_status_line_valid_variants),
+        cmocka_unit_test(test_status_line_invalid_variants),
+        cmocka_unit_test(test_garbage_without_line_end_is_refused_early),
+        cmocka_unit_test(test_header_value_whitespace_is_trimmed),
+        cmocka_unit_test(test_bad_header_names_and_folding_are_refused),
+        cmocka_unit_test(test_control_chars_in_values_are_refused),
+        cmocka_unit_test(test_header_count_limit),
+        cmocka_unit_test(test_find_header_is_case_insensitive_and_exact),
+        cmocka_unit_test(test_value_has_token),
+        cmocka_unit_test(test_content_length),
+        cmocka_unit_test(test_chunked_split_at_every_point),
+        cmocka_unit_test(test_chunked_byte_by_byte),
+        cmocka_unit_test(test_chunked_variants),
+        cmocka_unit_test(test_chunked_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
