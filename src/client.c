@@ -492,7 +492,8 @@ static int client_body_progress(struct client *c)
             client_refuse(c, 413, -32600, "body_too_large");
             return -1;
         }
-        memmove(c->in + c->head_len + c->body_len, data, data_len);
+        if (data_len > 0) /* data is NULL when the piece held only framing */
+            memmove(c->in + c->head_len + c->body_len, data, data_len);
         c->body_len += data_len;
         c->raw_pos += (size_t)used;
     }
