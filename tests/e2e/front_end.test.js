@@ -271,8 +271,8 @@ test('http10_request_with_connection_keep_alive_is_answered_keep_alive_and_the_s
     assert.deepEqual(lines.map((l) => [l.rpc_id, l.status, l.error]), [['h10-ka-1', 200, undefined], ['h10-ka-2', 200, undefined]]);
 });
 
-test('pipelined_requests_with_a_chunked_upload_in_the_middle_are_answered_in_order_with_bodies_intact', only, async (t) => {
-    const { up, proxy } = await setup(t, (req, res, body) => jsonResult(res, body, { len: body.length }));
+// Three requests, the middle one a chunked upload with odd chunk sizes and an extension.
+function pipelinedTriple(port) {
     const bodies = [
         rpc('pipe-a', 'tools/call', { name: 'a', arguments: { s: 'A'.repeat(100) } }),
         rpc('pipe-b', 'tools/call', { name: 'b', arguments: { s: 'B'.repeat(2000) } }),
@@ -286,14 +286,17 @@ test('pipelined_requests_with_a_chunked_upload_in_the_middle_are_answered_in_ord
     parts.push(bodies[1].slice(off));
     const chunks = chunked(parts).replace(/^1f\r\n/m, '1f;name=value\r\n');
     assert.ok(chunks.includes('1f;name=value\r\n'));
-    const c = await connect(t, proxy);
-    c.sock.write(Buffer.concat([
-        rawPost(proxy.port, bodies[0]),
+    const wire = Buffer.concat([
+        rawPost(port, bodies[0]),
         Buffer.from(`POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
             `Transfer-Encoding: chunked\r\n\r\n${chunks}`),
-        rawPost(proxy.port, bodies[2]),
-    ]));
-    const { responses } = await finalResponses(c, 3, { what: 'pipelined answers' });
+        rawPost(port, bodies[2]),
+    ]);
+    return { bodies, wire };
+}
+
+async function assertPipelinedTriple(c, up, proxy, bodies) {
+    const { responses } = await finalResponses(c, 3, { timeoutMs: 8000, what: 'pipelined answers' });
     assert.deepEqual(responses.map((r) => [r.status, r.json().id, r.json().result.len]),
         bodies.map((b, i) => [200, `pipe-${'abc'[i]}`, b.length]), 'answers in request order, each with its body length');
     assert.deepEqual(up.hits().map((h) => h.body.toString('utf8')), bodies, 'bodies at the upstream');
@@ -303,6 +306,30 @@ test('pipelined_requests_with_a_chunked_upload_in_the_middle_are_answered_in_ord
     const lines = await proxy.expectLogCount(3);
     assert.deepEqual(lines.map((l) => [l.rpc_id, l.status, l.bytes_in, l.error]),
         bodies.map((b, i) => [`pipe-${'abc'[i]}`, 200, b.length, undefined]));
+}
+
+test('pipelined_requests_with_a_chunked_upload_in_the_middle_are_answered_in_order_with_bodies_intact', only, async (t) => {
+    const { up, proxy } = await setup(t, (req, res, body) => jsonResult(res, body, { len: body.length }));
+    const { bodies, wire } = pipelinedTriple(proxy.port);
+    const c = await connect(t, proxy);
+    c.sock.write(wire);
+    await assertPipelinedTriple(c, up, proxy, bodies);
+});
+
+test('pipelined_requests_trickled_in_odd_pieces_are_read_the_same_as_in_one_write', only, async (t) => {
+    // Heads, chunk-size lines and payloads cut at every possible place across reads.
+    const { up, proxy } = await setup(t, (req, res, body) => jsonResult(res, body, { len: body.length }));
+    const { bodies, wire } = pipelinedTriple(proxy.port);
+    const c = await connect(t, proxy);
+    c.sock.setNoDelay(true);
+    const pieces = [1, 2, 3, 5, 7, 11, 13, 17];
+    for (let off = 0, k = 0; off < wire.length; k++) {
+        const n = pieces[k % pieces.length];
+        c.sock.write(wire.subarray(off, off + n));
+        off += n;
+        if (k % 4 === 3) await sleep(2);
+    }
+    await assertPipelinedTriple(c, up, proxy, bodies);
 });
 
 test('chunked_upload_in_one_byte_chunks_within_max_body_size_is_served', only, async (t) => {
