@@ -501,17 +501,19 @@ static int client_body_progress(struct client *c)
             client_refuse(c, 413, -32600, "body_too_large");
             return -1;
         }
-        memmove(c->in + c->head_len + c->body_len, data, data_len);
+        if (data_len > 0) /* data is NULL when the piece held only framing */
+            memmove(c->in + c->head_len + c->body_len, data, data_len);
         c->body_len += data_len;
         c->raw_pos += (size_t)used;
     }
-    if (!http1_chunked_done(&c->chunk))
-        return 0;
-    /* Pipelined bytes after the body move up behind the decoded body. */
+    /* The undecoded rest moves up behind the decoded body: chunk framing read so far must
+     * not count against the input limit (1-byte chunks are six times their payload), and
+     * once the body is done, pipelined bytes follow it. */
     size_t rest = c->in_len - c->raw_pos;
     memmove(c->in + c->head_len + c->body_len, c->in + c->raw_pos, rest);
     c->in_len = c->head_len + c->body_len + rest;
-    return 1;
+    c->raw_pos = c->head_len + c->body_len;
+    return http1_chunked_done(&c->chunk) ? 1 : 0;
 }
 
 static void client_parse_head(struct client *c, size_t end)
@@ -582,7 +584,10 @@ static void client_parse_head(struct client *c, size_t end)
 
 static void client_read_body(struct client *c)
 {
-    if (client_body_progress(c) != 1)
+    int done = client_body_progress(c);
+    if (done == 0)
+        client_read_interest(c, true); /* client_fill stops at the limit; decoding made room */
+    if (done != 1)
         return;
     struct http1_request *r = c->pending;
     c->pending = NULL;
