@@ -1023,8 +1023,11 @@ void client_respond_end(struct client *c, bool complete)
     if (!complete) {
         c->keep_alive = false;
         c->closing = true;
-        /* No final chunk: the client sees the body cut short. Close without lingering. */
+        /* No final chunk: the client sees the body cut short. Close once what is queued was
+         * written, without reading on; a client that does not read it is not waited for
+         * longer than a linger. */
         c->state = CLIENT_LINGER;
+        client_timer_set(c, TIMER_LINGER, c->w->gen->cfg->client_header_timeout_ms);
         client_read_interest(c, false);
         client_schedule_flush(c);
         return;
