@@ -1,7 +1,9 @@
-/* http1: response heads and chunked bodies parsed in place.
+/* http1: request and response heads and chunked bodies, parsed in place.
  *
- * The head parser is re-run from the start of the buffer each time more bytes arrive; heads
- * are capped by the caller (a few KiB in practice), so that costs less than keeping state.
+ * A request head is parsed once it is complete (http1_head_end finds its end incrementally),
+ * NUL terminating its fields in the buffer. The response head parser is re-run from the start
+ * of the buffer each time more bytes arrive; heads are capped by the caller (a few KiB in
+ * practice), so that costs less than keeping state.
  * The chunked decoder is a byte-driven state machine because chunk boundaries fall anywhere
  * in what one read() returns.
  */
@@ -9,6 +11,8 @@
 
 #include <string.h>
 #include <strings.h>
+
+#include "mcpeek/hex.h"
 
 /* RFC 9110 5.6.2 tchar: what a header name may consist of. */
 static bool http1_is_tchar(unsigned char c)
@@ -228,17 +232,6 @@ enum {
 /* Chunk sizes above this are refused rather than risk overflowing `remaining`. */
 #define CHUNK_MAX_DIGITS 15
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 ssize_t http1_chunked_feed(struct http1_chunked *c, const char *in, size_t len, const char **data,
                            size_t *data_len)
 {
@@ -249,7 +242,7 @@ ssize_t http1_chunked_feed(struct http1_chunked *c, const char *in, size_t len, 
         char ch = in[i];
         switch (c->state) {
         case CHUNK_SIZE: {
-            int h = hex_value(ch);
+            int h = hex_digit_value((unsigned char)ch);
             if (h >= 0) {
                 if (++c->digits > CHUNK_MAX_DIGITS)
                     return -1;

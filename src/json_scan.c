@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mcpeek/hex.h"
+
 /* Numbers up to this many bytes are converted from a stack copy; longer ones (valid JSON can
  * spell a number with a million digits) need a heap copy for strtod. */
 #define JSON_SCAN_NUMBUF 64
@@ -49,17 +51,6 @@ static void json_scan_ws(struct json_scan *sc)
     sc->pos = i;
 }
 
-static int json_scan_hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The four hex digits at u[i..i+4) as a code unit, or -1. */
 static long json_scan_hex4(const unsigned char *u, size_t i, size_t len)
 {
@@ -69,7 +60,7 @@ static long json_scan_hex4(const unsigned char *u, size_t i, size_t len)
     if (i > len || len - i < 4)
         return -1;
     for (k = 0; k < 4; k++) {
-        d = json_scan_hexval(u[i + (size_t)k]);
+        d = hex_digit_value(u[i + (size_t)k]);
         if (d < 0)
             return -1;
         v = v * 16 + d;
