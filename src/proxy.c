@@ -23,7 +23,7 @@
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
-/* Pause the upstream while this much is waiting in the client's socket buffer. */
+/* Pause reading the upstream while this much waits in the client's output. */
 #define CLIENT_HIGH_WATER (256 * 1024)
 /* Bytes of a JSON answer kept to read its error.code for the log line. */
 #define JSON_PEEK_MAX (64 * 1024)
@@ -108,24 +108,6 @@ static bool header_is_hop_by_hop(const char *name, size_t len)
     default:
         return false;
     }
-}
-
-/* True when `name` is listed in a Connection header value (those are hop-by-hop too). */
-static bool header_named_in(const char *connection, const char *name, size_t n)
-{
-    if (!connection)
-        return false;
-    const char *p = connection;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p && *p != ',' && *p != ' ' && *p != '\t')
-            p++;
-        if ((size_t)(p - start) == n && strncasecmp(start, name, n) == 0)
-            return true;
-    }
-    return false;
 }
 
 /* Decimal digits of `v` into buf (at least 21 bytes); returns how many. printf is a
@@ -425,6 +407,7 @@ static int build_request_head(struct exchange *ex, const struct http1_request *i
     const struct mcpeek_config *cfg = ex->gen->cfg;
     struct strbuf *h = &ex->req_head;
     const char *conn = http1_request_header(in, "Connection");
+    size_t conn_len = conn ? strlen(conn) : 0; /* headers it names are hop-by-hop too */
     const char *xff = NULL;
     strbuf_puts(h, ex->method);
     strbuf_append(h, " ", 1);
@@ -436,9 +419,9 @@ static int build_request_head(struct exchange *ex, const struct http1_request *i
     for (size_t i = 0; i < in->n_headers; i++) {
         const char *name = in->headers[i].name, *value = in->headers[i].value;
         size_t len = in->headers[i].name_len;
-        if (header_is_hop_by_hop(name, len) || header_named_in(conn, name, len) ||
-            NAME_IS(name, len, "Host") || NAME_IS(name, len, "Content-Length") ||
-            NAME_IS(name, len, "Expect"))
+        if (header_is_hop_by_hop(name, len) ||
+            (conn && http1_value_has_token(conn, conn_len, name)) || NAME_IS(name, len, "Host") ||
+            NAME_IS(name, len, "Content-Length") || NAME_IS(name, len, "Expect"))
             continue;
         if (NAME_IS(name, len, "X-Forwarded-For")) {
             xff = value; /* the last one wins, as with any repeated header we read */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mcpeek/client.h"
@@ -29,6 +30,8 @@
 #define ACCEPT_BATCH 64
 /* Pause after EMFILE/ENFILE before accepting again. */
 #define ACCEPT_PAUSE_MS 100
+/* ... and how often that is reported on stderr. */
+#define ACCEPT_REPORT_INTERVAL_S 10
 
 int server_parse_hostport(const char *spec, char *host, size_t host_size, unsigned *port)
 {
@@ -113,7 +116,12 @@ static void on_acceptable(evutil_socket_t fd, short what, void *arg)
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            diag_log("warn", "accept: %s; pausing %d ms", strerror(errno), ACCEPT_PAUSE_MS);
+            time_t now = time(NULL);
+            if (now - l->last_report >= ACCEPT_REPORT_INTERVAL_S) {
+                l->last_report = now;
+                diag_log("warn", "accept: %s; pausing %d ms (reported once per %d s)",
+                         strerror(errno), ACCEPT_PAUSE_MS, ACCEPT_REPORT_INTERVAL_S);
+            }
             event_del(l->ev);
             struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
             evtimer_add(l->pause, &tv);

@@ -11,6 +11,7 @@
 #include "mcpeek/strbuf.h"
 
 #include <stdbool.h>
+#include <time.h>
 
 struct event;
 struct worker;
@@ -23,6 +24,7 @@ struct server_listener {
     bool tls;
     struct event *ev;    /* EV_READ | EV_PERSIST: connections to accept */
     struct event *pause; /* re-enables ev after running out of file descriptors */
+    time_t last_report;  /* of running out of descriptors (rate-limited diagnostic) */
 };
 
 /* Binds every listen address of cfg and starts accepting on w->base. 0, or -1 with a
