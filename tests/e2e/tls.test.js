@@ -237,8 +237,9 @@ test('tls_upstream_mutual_tls_client_certificate', { skip: skipDirect }, async (
     const [line] = await proxy.expectLogCount(1);
     expectFields(line, { status: 200 }, 'mTLS ok');
 
-    // Without a client certificate the upstream refuses the handshake (TLS 1.3 reports it
-    // after the client's Finished, so libcurl may see it as a failed read).
+    // Without a client certificate the upstream refuses the handshake. TLS 1.3 reports it
+    // after the client's Finished: mcpeek reads the alert (upstream_tls), or finds the
+    // connection already closed when it writes the request (upstream_reset).
     const up2 = await startHttpsUpstream(t, mtls);
     const proxy2 = await startMcpeek(t, up2.localhostUrl, { args: ['--upstream-ca-file', pki.ca] });
     await expectUpstreamTlsFailure(proxy2, ['mtls-missing-1'], ['upstream_tls', 'upstream_reset']);
