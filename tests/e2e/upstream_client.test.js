@@ -175,6 +175,35 @@ test('pooled_connection_is_reused_for_sequential_requests', only, async (t) => {
     lines.forEach((l, i) => assertCleanLine(l, i + 1, { response: 'json' }));
 });
 
+test('upstream_keepalive_0_opens_a_connection_per_request_and_closes_it', only, async (t) => {
+    const up = await startRawUpstream(t, (sock, req) => sock.write(jsonResponse(req)));
+    const proxy = await startMcpeek(t, up.url, { args: ['--upstream-keepalive', '0'] });
+    for (let id = 1; id <= 4; id++) assertAnswer(await post(proxy, id), id);
+    assert.equal(up.connections, 4, `4 requests with upstream_keepalive 0 used ${up.connections} connections`);
+    const lines = await proxy.expectLogCount(4);
+    lines.forEach((l, i) => assertCleanLine(l, i + 1, { response: 'json' }));
+});
+
+test('upstream_keepalive_timeout_closes_an_idle_pooled_connection', only, async (t) => {
+    let closedByProxy = 0;
+    const up = await startRawUpstream(t, (sock, req) => {
+        if (!sock.watched) {
+            sock.watched = true;
+            sock.on('end', () => { closedByProxy += 1; });
+        }
+        sock.write(jsonResponse(req));
+    });
+    const proxy = await startMcpeek(t, up.url, { args: ['--upstream-keepalive-timeout', '300ms'] });
+    assertAnswer(await post(proxy, 1), 1);
+    const deadline = Date.now() + 3000 * TIME_SCALE;
+    while (closedByProxy === 0 && Date.now() < deadline) await sleep(50);
+    assert.equal(closedByProxy, 1, 'the idle pooled connection was not closed after upstream_keepalive_timeout');
+    assertAnswer(await post(proxy, 2), 2);
+    assert.equal(up.connections, 2, `the second request needed a new connection, used ${up.connections}`);
+    const lines = await proxy.expectLogCount(2);
+    lines.forEach((l, i) => assertCleanLine(l, i + 1, { response: 'json' }));
+});
+
 test('upstream_closing_an_idle_keep_alive_connection_is_not_an_error', only, async (t) => {
     // The upstream answers with keep-alive, then drops the connection while it sits in the
     // pool: 100 ms later (an idle timeout), or at once without saying Connection: close.
