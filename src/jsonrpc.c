@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mcpeek/json_scan.h"
+#include "mcpeek/strbuf.h"
 
 /* Fits "%.17g" of any double plus the ".0" jansson appends ("-2.2250738585072014e-308"). */
 #define JSONRPC_REALBUF 40
@@ -170,77 +171,16 @@ static char *jsonrpc_real_id_json(double v)
     return strdup(buf);
 }
 
-/* A JSON string literal for s[0..len), escaped as jansson's encoder does: '"', '\\' and control
- * characters (named where JSON has a name, else \u00XX); everything else as it is. */
-static char *jsonrpc_quote(const char *s, size_t len)
-{
-    size_t i, n = 2, o = 0;
-    unsigned char c;
-    char *q;
-
-    for (i = 0; i < len; i++) {
-        c = (unsigned char)s[i];
-        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
-            n += 2;
-        else if (c < 0x20)
-            n += 6;
-        else
-            n++;
-    }
-    q = malloc(n + 1);
-    if (!q)
-        return NULL;
-    q[o++] = '"';
-    for (i = 0; i < len; i++) {
-        c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-        case '\\':
-            q[o++] = '\\';
-            q[o++] = (char)c;
-            break;
-        case '\b':
-            memcpy(q + o, "\\b", 2);
-            o += 2;
-            break;
-        case '\f':
-            memcpy(q + o, "\\f", 2);
-            o += 2;
-            break;
-        case '\n':
-            memcpy(q + o, "\\n", 2);
-            o += 2;
-            break;
-        case '\r':
-            memcpy(q + o, "\\r", 2);
-            o += 2;
-            break;
-        case '\t':
-            memcpy(q + o, "\\t", 2);
-            o += 2;
-            break;
-        default:
-            if (c < 0x20) {
-                snprintf(q + o, 7, "\\u%04X", c);
-                o += 6;
-            } else {
-                q[o++] = (char)c;
-            }
-        }
-    }
-    q[o++] = '"';
-    q[o] = '\0';
-    return q;
-}
-
-/* The id as jansson encoded it: 47, "abc", null, 1.5. A string id longer than max_string has its
+/* The id as JSON: 47, "abc", null, 1.5 (numbers as jansson printed them; strings escaped by
+ * strbuf_json_string, the log's own writer). A string id longer than max_string has its
  * value capped before encoding, so the result is always valid JSON. Object and array ids (not
  * allowed by JSON-RPC) are not recorded: their encoding would be unbounded. A number that fits
  * neither a long long nor a double (jansson refused the whole body) is kept as it was spelled,
  * which is valid JSON. */
 static char *jsonrpc_id_json(const struct json_scan_value *id, size_t max_string)
 {
-    char *decoded, *quoted;
+    char *decoded;
+    struct strbuf quoted;
     long long i;
     double d;
     size_t n;
@@ -265,9 +205,14 @@ static char *jsonrpc_id_json(const struct json_scan_value *id, size_t max_string
         if (!decoded)
             return NULL;
         n = json_scan_decode(id, decoded, n, 0);
-        quoted = jsonrpc_quote(decoded, n);
+        strbuf_init(&quoted);
+        strbuf_json_string(&quoted, decoded, n, n); /* valid UTF-8 already: nothing is cut */
         free(decoded);
-        return quoted;
+        if (quoted.oom) {
+            strbuf_free(&quoted);
+            return NULL;
+        }
+        return quoted.data;
     default:
         return NULL;
     }

@@ -393,7 +393,7 @@ static void test_ids_are_kept_exact(void **state)
         {"5e-324", "4.94065645841247e-324"},
         {"true", "true"},
         {"false", "false"},
-        {"\"\\u001f\\u007f/\\t\"", "\"\\u001F\x7f/\\t\""},
+        {"\"\\u001f\\u007f/\\t\"", "\"\\u001f\\u007f/\\t\""},
         {"\"\\ud83d\\ude00\"", "\"\xf0\x9f\x98\x80\""},
     };
     char body[256];
