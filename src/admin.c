@@ -2,13 +2,14 @@
  *
  * /healthz says the process serves. /readyz says the upstream answered or accepted a
  * connection recently: workers record the time of every upstream response (free per
- * request), and while traffic is quiet a TCP connect probe every READINESS_PROBE_MS keeps
- * that time fresh, so an idle instance in front of a healthy upstream stays ready.
+ * request), and while traffic is quiet a connect probe every READINESS_PROBE_MS keeps that
+ * time fresh, so an idle instance in front of a healthy upstream stays ready. The probe goes
+ * through libcurl like requests do (same name resolution, Unix socket, TLS handshake), on a
+ * multi handle of the main loop's own.
  */
 #include "mcpeek/admin.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdbool.h>
@@ -20,6 +21,7 @@
 
 #include "mcpeek/metrics.h"
 #include "mcpeek/server.h"
+#include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
 /* How often the upstream is probed when no request has reached it meanwhile. */
@@ -29,22 +31,23 @@ struct admin {
     struct evhttp *http;
     struct event_base *base;
     struct event *probe_timer;
-    struct bufferevent *probe; /* connect in progress, or NULL */
-    struct sockaddr_storage upstream_addr;
-    socklen_t upstream_addr_len; /* 0 while the address is unknown */
+    struct upstream *upstream;     /* the probe's multi handle */
+    struct upstream_call probe;    /* running while probe.handle is set */
+    struct generation *gen;        /* whose upstream is probed; one reference, NULL = none */
     struct metrics *metrics;
     uint32_t readiness_window_ms;
     struct strbuf scratch; /* the metrics page, reused per scrape */
 };
 
-static void on_probe_event(struct bufferevent *bev, short what, void *arg)
+static void on_probe_done(void *arg, bool ok, enum upstream_error_kind kind)
 {
+    (void)kind;
     struct admin *admin = arg;
-    if (what & BEV_EVENT_CONNECTED)
+    if (ok)
         metrics_upstream_ok(admin->metrics, worker_now_ms());
-    bufferevent_free(bev);
-    admin->probe = NULL;
 }
+
+static const struct upstream_callbacks probe_callbacks = {.done = on_probe_done};
 
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -52,30 +55,19 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct admin *admin = arg;
     uint64_t last = metrics_upstream_last_ok_ms(admin->metrics);
-    if (admin->probe || admin->upstream_addr_len == 0 ||
+    if (admin->probe.handle || !admin->gen || !admin->upstream ||
         (last != 0 && worker_now_ms() - last < READINESS_PROBE_MS))
         return;
-    admin->probe = bufferevent_socket_new(admin->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!admin->probe)
-        return;
-    bufferevent_setcb(admin->probe, NULL, NULL, on_probe_event, admin);
-    struct timeval tv = {READINESS_PROBE_MS / 1000, 0};
-    bufferevent_set_timeouts(admin->probe, &tv, &tv);
-    if (bufferevent_socket_connect(admin->probe, (struct sockaddr *)&admin->upstream_addr,
-                                   (int)admin->upstream_addr_len) < 0) {
-        bufferevent_free(admin->probe);
-        admin->probe = NULL;
-    }
+    admin->probe.cb = &probe_callbacks;
+    admin->probe.arg = admin;
+    upstream_probe(admin->upstream, &admin->gen->target, &admin->probe);
 }
 
-void admin_set_upstream(struct admin *admin, const struct upstream_target *target)
+void admin_set_upstream(struct admin *admin, struct generation *gen)
 {
-    /* The probe connects where requests go: the target's first resolved address. */
-    admin->upstream_addr_len = 0;
-    if (target->n_addrs > 0) {
-        memcpy(&admin->upstream_addr, &target->addrs[0], target->addr_lens[0]);
-        admin->upstream_addr_len = target->addr_lens[0];
-    }
+    upstream_cancel(&admin->probe); /* it may use the old generation's target */
+    generation_unref(admin->gen);
+    admin->gen = generation_ref(gen);
     on_probe_timer(-1, 0, admin); /* know at once, not one interval later */
 }
 
@@ -135,6 +127,7 @@ struct admin *admin_start(struct event_base *base, const char *listen_spec, stru
     admin->base = base;
     admin->readiness_window_ms = readiness_window_ms;
     admin->probe_timer = event_new(base, -1, EV_PERSIST, on_probe_timer, admin);
+    admin->upstream = upstream_new(base);
     strbuf_init(&admin->scratch);
     admin->http = evhttp_new(base);
     int fd = server_bind(host, port, 0, errors);
@@ -157,8 +150,9 @@ void admin_free(struct admin *admin)
         return;
     if (admin->http)
         evhttp_free(admin->http);
-    if (admin->probe)
-        bufferevent_free(admin->probe);
+    upstream_cancel(&admin->probe);
+    upstream_free(admin->upstream);
+    generation_unref(admin->gen);
     if (admin->probe_timer)
         event_free(admin->probe_timer);
     strbuf_free(&admin->scratch);

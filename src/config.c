@@ -41,6 +41,8 @@ enum key_type {
     KT_LOG_FILE,      /* path, or - for stdout (stored as NULL) */
     KT_USER_LOCATION, /* off|coarse|full */
     KT_TLS_VERSION,   /* TLSv1.2|TLSv1.3 */
+    KT_SOCKET_PATH,   /* absolute path of a Unix socket; need not exist yet */
+    KT_HTTP2,         /* off|on|prior-knowledge */
 };
 
 #define KF_RESTART 1u /* only takes effect after a restart, not on SIGHUP */
@@ -109,8 +111,16 @@ static const struct config_key config_keys[] = {
         DURATION_MAX_MS, "time from request sent to the first response byte"),
     KEY("upstream_keepalive", upstream_keepalive, KT_COUNT, 0, "128", 0, 100000,
         "idle upstream connections each worker keeps for reuse; 0 = a new one per request"),
-    KEY("upstream_keepalive_timeout", upstream_keepalive_timeout_ms, KT_DURATION, 0, "60s", 1,
-        DURATION_MAX_MS, "an idle upstream connection is closed after this long"),
+    KEY("upstream_keepalive_timeout", upstream_keepalive_timeout_ms, KT_DURATION, 0, "4s", 1,
+        DURATION_MAX_MS, "an upstream connection idle this long is not reused (whole seconds)"),
+    KEY("upstream_buffer_size", upstream_buffer_size, KT_BYTES, 0, "16k", KIB, 512 * KIB,
+        "receive buffer of each upstream transfer (one per open stream)"),
+    KEY("upstream_unix_socket", upstream_unix_socket, KT_SOCKET_PATH, KF_OFF, NULL, 0, 0,
+        "reach the upstream through this Unix socket instead of TCP; the URL still names it"),
+    KEY("upstream_dns_ttl", upstream_dns_ttl_ms, KT_DURATION, 0, "60s", 0, DURATION_MAX_MS,
+        "new upstream connections use a resolved address this long (whole seconds)"),
+    KEY("upstream_http2", upstream_http2, KT_HTTP2, 0, "off", 0, 0,
+        "HTTP/2 to the upstream: off, on (ALPN over https) or prior-knowledge (cleartext)"),
     KEY("stream_idle_timeout", stream_idle_timeout_ms, KT_DURATION, KF_OFF, "off", 0,
         DURATION_MAX_MS, "close a response stream silent for this long; off = never"),
     KEY("upstream_tls_verify", upstream_tls_verify, KT_BOOL, 0, "on", 0, 0,
@@ -171,6 +181,8 @@ static const struct {
     [KT_LOG_FILE] = {"PATH|-", "expected a file path or -"},
     [KT_USER_LOCATION] = {"off|coarse|full", "expected off, coarse or full"},
     [KT_TLS_VERSION] = {"TLSv1.2|TLSv1.3", "expected TLSv1.2 or TLSv1.3"},
+    [KT_SOCKET_PATH] = {"PATH", "expected an absolute path shorter than 108 bytes"},
+    [KT_HTTP2] = {"off|on|prior-knowledge", "expected off, on or prior-knowledge"},
 };
 
 struct unit {
@@ -765,6 +777,9 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
     static const enum user_location_policy location_values[] = {
         USER_LOCATION_OFF, USER_LOCATION_COARSE, USER_LOCATION_FULL};
     static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3"};
+    static const char *const http2_modes[] = {"off", "on", "prior-knowledge"};
+    static const enum upstream_http2 http2_values[] = {
+        UPSTREAM_HTTP2_OFF, UPSTREAM_HTTP2_ON, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE};
     const char *v = tok[0], *why;
     char host[CONFIG_HOST_MAX + 1];
     unsigned long long num;
@@ -858,6 +873,22 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
             return -1;
         }
         return config_set_string(b, k, tls_versions[idx]);
+    case KT_SOCKET_PATH:
+        if ((k->flags & KF_OFF) && strcasecmp(v, "off") == 0)
+            return config_set_string(b, k, NULL);
+        /* sun_path holds 108 bytes with the NUL; a relative path would depend on the cwd. */
+        if (v[0] != '/' || strlen(v) >= 108) {
+            config_bad_value(b, k, v, config_types[k->type].expected);
+            return -1;
+        }
+        return config_set_string(b, k, v);
+    case KT_HTTP2:
+        if (!config_word(v, http2_modes, 3, &idx)) {
+            config_bad_value(b, k, v, config_types[k->type].expected);
+            return -1;
+        }
+        *(enum upstream_http2 *)config_member(b->cfg, k) = http2_values[idx];
+        return 0;
     case KT_LISTEN:
     case KT_ORIGINS:
         break;
@@ -1201,6 +1232,7 @@ void config_free(struct mcpeek_config *cfg)
         case KT_FILE:
         case KT_LOG_FILE:
         case KT_TLS_VERSION:
+        case KT_SOCKET_PATH:
             free(*(char **)config_member(cfg, k));
             break;
         default:
@@ -1369,6 +1401,7 @@ static bool config_key_equal(const struct config_key *k, const struct mcpeek_con
     case KT_FILE:
     case KT_LOG_FILE:
     case KT_TLS_VERSION:
+    case KT_SOCKET_PATH:
         return config_str_equal(*(char *const *)config_cmember(a, k),
                                 *(char *const *)config_cmember(b, k));
     default:

@@ -1,9 +1,7 @@
-/* http1: request and response heads and chunked bodies, parsed in place.
+/* http1: the front end's request heads and chunked request bodies, parsed in place.
  *
  * A request head is parsed once it is complete (http1_head_end finds its end incrementally),
- * NUL terminating its fields in the buffer. The response head parser is re-run from the start
- * of the buffer each time more bytes arrive; heads are capped by the caller (a few KiB in
- * practice), so that costs less than keeping state.
+ * NUL terminating its fields in the buffer. Responses are libcurl's to parse (upstream.c).
  * The chunked decoder is a byte-driven state machine because chunk boundaries fall anywhere
  * in what one read() returns.
  */
@@ -22,36 +20,16 @@ static bool http1_is_tchar(unsigned char c)
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-/* End of the line starting at p (the '\n'), or NULL when it is not complete. */
-static const char *http1_line_end(const char *p, const char *end)
-{
-    return memchr(p, '\n', (size_t)(end - p));
-}
-
 /* Length of the line without its CR LF / LF. */
 static size_t http1_line_len(const char *p, const char *nl)
 {
     return (size_t)(nl - p) - (nl > p && nl[-1] == '\r' ? 1 : 0);
 }
 
-static int http1_parse_status_line(const char *p, size_t n, struct http1_response *out)
-{
-    /* "HTTP/1.1 200 OK": the reason phrase is optional and ignored. */
-    if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9' || p[8] != ' ')
-        return -1;
-    if (p[9] < '1' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
-        return -1;
-    if (n > 12 && p[12] != ' ')
-        return -1;
-    out->minor = p[7] - '0';
-    out->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-    return 0;
-}
-
-static int http1_parse_field(const char *p, size_t n, struct http1_response *out)
+static int http1_parse_field(const char *p, size_t n, struct http1_header *h)
 {
     const char *colon = memchr(p, ':', n);
-    if (!colon || colon == p || out->n_headers == HTTP1_MAX_HEADERS)
+    if (!colon || colon == p)
         return -1;
     for (const char *c = p; c < colon; c++)
         if (!http1_is_tchar((unsigned char)*c))
@@ -64,29 +42,10 @@ static int http1_parse_field(const char *p, size_t n, struct http1_response *out
     for (const char *c = v; c < end; c++)
         if ((unsigned char)*c < 0x20 && *c != '\t')
             return -1; /* a stray CR or NUL would let a value smuggle a line */
-    struct http1_header *h = &out->headers[out->n_headers++];
     h->name = p;
     h->name_len = (size_t)(colon - p);
     h->value = v;
     h->value_len = (size_t)(end - v);
-    return 0;
-}
-
-ssize_t http1_parse_response_head(const char *buf, size_t len, struct http1_response *out)
-{
-    const char *p = buf, *end = buf + len, *nl;
-    out->n_headers = 0;
-    if (!(nl = http1_line_end(p, end)))
-        return len >= 7 && memcmp(buf, "HTTP/1.", 7) != 0 ? -1 : 0;
-    if (http1_parse_status_line(p, http1_line_len(p, nl), out) < 0)
-        return -1;
-    for (p = nl + 1; (nl = http1_line_end(p, end)) != NULL; p = nl + 1) {
-        size_t n = http1_line_len(p, nl);
-        if (n == 0)
-            return (ssize_t)(nl + 1 - buf);
-        if (http1_parse_field(p, n, out) < 0)
-            return -1;
-    }
     return 0;
 }
 
@@ -146,14 +105,13 @@ int http1_parse_request_head(char *buf, size_t head_len, struct http1_request *o
         size_t n = http1_line_len(p, nl);
         if (n == 0)
             return 0;
-        struct http1_response fields; /* reuse the response field parser on one line */
-        fields.n_headers = 0;
-        if (http1_parse_field(p, n, &fields) < 0)
+        struct http1_header field;
+        if (http1_parse_field(p, n, &field) < 0)
             return -1;
         if (out->n_headers == HTTP1_MAX_HEADERS)
             return -2;
         struct http1_header *h = &out->headers[out->n_headers++];
-        *h = fields.headers[0];
+        *h = field;
         ((char *)h->name)[h->name_len] = '\0';   /* the colon */
         ((char *)h->value)[h->value_len] = '\0'; /* whitespace, CR or LF after the value */
     }
@@ -165,20 +123,6 @@ const char *http1_request_header(const struct http1_request *r, const char *name
     for (size_t i = 0; i < r->n_headers; i++)
         if (strcasecmp(r->headers[i].name, name) == 0)
             return r->headers[i].value;
-    return NULL;
-}
-
-const char *http1_find_header(const struct http1_response *r, const char *name, size_t *len)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct http1_header *h = &r->headers[i];
-        if (h->name_len == n && strncasecmp(h->name, name, n) == 0) {
-            *len = h->value_len;
-            return h->value;
-        }
-    }
-    *len = 0;
     return NULL;
 }
 

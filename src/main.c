@@ -7,6 +7,7 @@
  */
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <signal.h>
@@ -96,7 +97,7 @@ static void reload(struct daemon *d)
     generation_unref(d->gen);
     d->gen = gen;
     if (d->admin)
-        admin_set_upstream(d->admin, &gen->target);
+        admin_set_upstream(d->admin, gen);
     warn_about(gen->cfg);
     metrics_config_reload(d->shared.metrics, true);
     diag_log("info", "configuration reloaded (generation %lu, upstream %s)", gen->number,
@@ -204,7 +205,7 @@ static int start(struct daemon *d, struct strbuf *errors)
             admin_start(d->base, cfg->admin_listen, d->shared.metrics, READINESS_WINDOW_MS, errors);
         if (!d->admin)
             return -1;
-        admin_set_upstream(d->admin, &d->gen->target);
+        admin_set_upstream(d->admin, d->gen);
     }
     for (unsigned i = 0; i < d->n_workers; i++) {
         if (worker_start(&d->workers[i]) < 0) {
@@ -248,6 +249,11 @@ int main(int argc, char **argv)
     strbuf_init(&errors);
     int rc = 1;
 
+    /* Before any thread exists: libcurl's global state is not thread-safe to set up. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fputs("cannot initialise libcurl\n", stderr);
+        return 1;
+    }
     if (cli_parse(argc, argv, &d.args, &errors) < 0) {
         print_errors(&errors);
         fputs("try 'mcpeek --help'\n", stderr);
@@ -260,8 +266,9 @@ int main(int argc, char **argv)
         goto out;
     }
     if (d.args.action == CLI_VERSION) {
-        printf("mcpeek %s (libevent %s, jansson %s, %s)\n", MCPEEK_VERSION, event_get_version(),
-               JANSSON_VERSION, OpenSSL_version(OPENSSL_VERSION));
+        printf("mcpeek %s (libevent %s, jansson %s, libcurl %s, %s)\n", MCPEEK_VERSION,
+               event_get_version(), jansson_version_str(), curl_version_info(CURLVERSION_NOW)->version,
+               OpenSSL_version(OPENSSL_VERSION));
         rc = 0;
         goto out;
     }
@@ -318,5 +325,6 @@ int main(int argc, char **argv)
 out:
     teardown(&d);
     strbuf_free(&errors);
+    curl_global_cleanup();
     return rc;
 }

@@ -35,7 +35,7 @@ static const char *const metrics_bound_text[] = {"0.001", "0.0025", "0.005", "0.
 #define METRICS_N_BUCKETS (METRICS_N_BOUNDS + 1) /* + the +Inf bucket */
 
 static const char *const metrics_error_kind_name[UPSTREAM_ERR_KIND_COUNT] = {
-    "connect", "timeout", "reset", "tls", "other"};
+    "connect", "timeout", "reset", "tls", "other", "dns"};
 
 /* One registry slot: which interned value a hash leads to. */
 struct metrics_label_slot {

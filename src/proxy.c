@@ -18,6 +18,7 @@
 
 #include "mcpeek/accesslog.h"
 #include "mcpeek/client.h"
+#include "mcpeek/http1.h"
 #include "mcpeek/jsonrpc.h"
 #include "mcpeek/sse.h"
 #include "mcpeek/upstream.h"
@@ -38,8 +39,10 @@ struct exchange {
     struct exchange *next, *prev; /* worker->live list */
 
     struct upstream_call call;
-    bool calling;           /* `call` is running */
-    struct strbuf req_head; /* the request head sent upstream */
+    bool calling;               /* `call` is running */
+    struct strbuf req_head;     /* URL, then each header line sent upstream, NUL separated */
+    struct curl_slist *req_hdr; /* libcurl's list over the lines of req_head, owned */
+    size_t req_hdr_cap;
     struct event *timer;    /* response timeout, then stream idle timeout */
 
     struct mcp_request rpc;
@@ -110,20 +113,6 @@ static bool header_is_hop_by_hop(const char *name, size_t len)
     }
 }
 
-/* Decimal digits of `v` into buf (at least 21 bytes); returns how many. printf is a
- * noticeable share of a request's CPU for this. */
-static size_t format_size(char *buf, size_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* Values copied from requests are kept one UTF-8 character longer than the log shows, so
  * the log line can mark a cut value with "..." (accesslog caps at log_value_max_length). */
 static size_t kept_len(const struct mcpeek_config *cfg)
@@ -190,24 +179,47 @@ static void set_timer(struct exchange *ex, uint32_t ms)
     evtimer_add(ex->timer, &tv);
 }
 
-static bool header_value_is(const struct http1_response *r, const char *name, const char *prefix)
+/* The first header named `name` (case-insensitive), or NULL; `*len` is set. */
+static const char *find_header(const struct upstream_header *h, size_t n, const char *name,
+                               size_t *len)
 {
-    size_t len, n = strlen(prefix);
-    const char *v = http1_find_header(r, name, &len);
-    return v && len >= n && strncasecmp(v, prefix, n) == 0;
+    size_t name_len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (h[i].name_len == name_len && strncasecmp(h[i].name, name, name_len) == 0) {
+            *len = h[i].value_len;
+            return h[i].value;
+        }
+    return NULL;
 }
 
-static enum response_kind classify_response(struct exchange *ex, const struct http1_response *r)
+static size_t count_header(const struct upstream_header *h, size_t n, const char *name)
+{
+    size_t count = 0, name_len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        count += h[i].name_len == name_len && strncasecmp(h[i].name, name, name_len) == 0;
+    return count;
+}
+
+static bool header_value_is(const struct upstream_header *h, size_t n, const char *name,
+                            const char *prefix)
+{
+    size_t len, plen = strlen(prefix);
+    const char *v = find_header(h, n, name, &len);
+    return v && len >= plen && strncasecmp(v, prefix, plen) == 0;
+}
+
+static enum response_kind classify_response(struct exchange *ex, const struct upstream_header *h,
+                                            size_t n)
 {
     size_t len;
     if (ex->status == 204 || ex->status == 304 || strcmp(ex->method, "HEAD") == 0)
         return RESPONSE_EMPTY;
-    if (header_value_is(r, "Content-Type", "text/event-stream"))
+    if (header_value_is(h, n, "Content-Type", "text/event-stream"))
         return RESPONSE_SSE;
-    const char *cl = http1_find_header(r, "Content-Length", &len);
+    const char *cl = find_header(h, n, "Content-Length", &len);
     if (cl && len == 1 && cl[0] == '0')
         return RESPONSE_EMPTY;
-    if (header_value_is(r, "Content-Type", "application/json"))
+    if (header_value_is(h, n, "Content-Type", "application/json"))
         return RESPONSE_JSON;
     return RESPONSE_OTHER;
 }
@@ -215,15 +227,16 @@ static enum response_kind classify_response(struct exchange *ex, const struct ht
 /* The upstream's end-to-end headers as a block of lines for the client: hop-by-hop ones,
  * those the upstream named in Connection, and the framing (client.c writes its own) stay
  * behind. Returns the Content-Length, or -1 when the body length is not known. */
-static int64_t response_headers(struct exchange *ex, const struct http1_response *r,
+static int64_t response_headers(struct exchange *ex, const struct upstream_header *hs, size_t n,
                                 struct strbuf *out)
 {
-    size_t conn_len, n;
-    const char *conn = http1_find_header(r, "Connection", &conn_len);
+    size_t conn_len, te_len;
+    const char *conn = find_header(hs, n, "Connection", &conn_len);
+    bool chunked = find_header(hs, n, "Transfer-Encoding", &te_len) != NULL;
     char name[256];
     int64_t length = -1;
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct http1_header *h = &r->headers[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct upstream_header *h = &hs[i];
         size_t len = h->name_len;
         if (len >= sizeof(name))
             continue;
@@ -231,8 +244,7 @@ static int64_t response_headers(struct exchange *ex, const struct http1_response
         name[len] = '\0';
         if (NAME_IS(name, len, "Content-Length")) {
             uint64_t v;
-            if (!http1_find_header(r, "Transfer-Encoding", &n) &&
-                http1_parse_content_length(h->value, h->value_len, &v) == 0)
+            if (!chunked && http1_parse_content_length(h->value, h->value_len, &v) == 0)
                 length = (int64_t)v;
             continue;
         }
@@ -251,18 +263,28 @@ static int64_t response_headers(struct exchange *ex, const struct http1_response
     return length;
 }
 
+/* Content-Length beside Transfer-Encoding, or twice: the client would frame the body
+ * differently than libcurl did and take the rest for its next response (RFC 9112 6.3). */
+static bool framing_conflicts(const struct upstream_header *h, size_t n)
+{
+    size_t cl = count_header(h, n, "Content-Length"), te = count_header(h, n, "Transfer-Encoding");
+    return (cl > 0 && te > 0) || cl > 1 || te > 1;
+}
+
 /* Upstream headers are complete: send status and headers to the client now. */
-static void on_upstream_head(void *arg, const struct http1_response *r)
+static bool on_upstream_head(void *arg, int status, const struct upstream_header *h, size_t n)
 {
     struct exchange *ex = arg;
     ex->upstream_ms = ms_between(ex->sent_ns, worker_now_ns());
     if (!ex->client)
-        return;
-    ex->status = r->status;
-    ex->kind = classify_response(ex, r);
+        return true;
+    if (framing_conflicts(h, n))
+        return false;
+    ex->status = status;
+    ex->kind = classify_response(ex, h, n);
     struct strbuf *block = &ex->w->scratch;
     strbuf_reset(block);
-    int64_t length = response_headers(ex, r, block);
+    int64_t length = response_headers(ex, h, n, block);
     ex->headers_sent = true;
     evtimer_del(ex->timer);
     metrics_upstream_ok(ex->w->shared->metrics, worker_now_ms());
@@ -272,6 +294,7 @@ static void on_upstream_head(void *arg, const struct http1_response *r)
         metrics_stream_opened(ex->w->metrics);
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
     }
+    return true;
 }
 
 static void on_upstream_body(void *arg, const char *data, size_t len)
@@ -306,6 +329,8 @@ static const char *upstream_error_name(enum upstream_error_kind kind)
         return "upstream_tls";
     case UPSTREAM_ERR_RESET:
         return "upstream_reset";
+    case UPSTREAM_ERR_DNS:
+        return "upstream_dns";
     default:
         return "upstream_error";
     }
@@ -325,8 +350,10 @@ static void on_upstream_done(void *arg, bool ok, enum upstream_error_kind kind)
         bool timeout = kind == UPSTREAM_ERR_TIMEOUT;
         send_rpc_error(ex, timeout ? 504 : 502, -32000,
                        timeout ? "mcpeek: upstream timed out" : "mcpeek: upstream unavailable");
-    } else if (ex->kind != RESPONSE_SSE) {
-        ex->close_client = true; /* a cut JSON body must not look complete */
+    } else {
+        /* A cut body (fewer bytes than announced, chunks not terminated, a stream reset)
+         * must not look complete, nor leave the client's connection out of step. */
+        ex->close_client = true;
     }
     exchange_finish(ex);
 }
@@ -373,12 +400,13 @@ static bool method_has_body(const char *method)
            strcmp(method, "PATCH") == 0;
 }
 
-/* The request line target: the MCP path maps to the upstream URL's path (the client's query
- * appended), every other path goes to the upstream's origin unchanged. */
-static void put_request_target(struct strbuf *h, struct exchange *ex, const char *uri)
+/* The URL requested upstream: the MCP path maps to the upstream URL's path (the client's
+ * query appended), every other path goes to the upstream's origin unchanged. */
+static void put_request_url(struct strbuf *h, struct exchange *ex, const char *uri)
 {
     const struct generation *gen = ex->gen;
     const char *query = strchr(uri, '?');
+    strbuf_puts(h, gen->target.origin);
     if (strcmp(ex->path, gen->cfg->mcp_path) != 0) {
         strbuf_puts(h, uri);
         return;
@@ -390,29 +418,57 @@ static void put_request_target(struct strbuf *h, struct exchange *ex, const char
     }
 }
 
+/* One "Name: value" line, NUL terminated for libcurl's list. An empty value writes "Name:",
+ * which tells libcurl not to send a header it would add itself. */
 static void put_header(struct strbuf *h, const char *name, size_t name_len, const char *value,
                        size_t value_len)
 {
     strbuf_append(h, name, name_len);
-    strbuf_append(h, ": ", 2);
+    strbuf_append(h, value_len ? ": " : ":", value_len ? 2 : 1);
     strbuf_append(h, value, value_len);
-    strbuf_append(h, "\r\n", 2);
+    strbuf_append(h, "", 1);
 }
 
-/* Builds the upstream request head: the client's end-to-end headers, X-Forwarded-*, Host
- * and the body's length. Returns -1 when out of memory. */
-static int build_request_head(struct exchange *ex, const struct http1_request *in, const char *uri,
-                              size_t body_len)
+/* Points the exchange's curl_slist nodes at the NUL-separated lines of req_head that follow
+ * the URL; the nodes are reused from one request to the next. -1 when out of memory. */
+static int link_header_list(struct exchange *ex, size_t url_len)
+{
+    struct strbuf *h = &ex->req_head;
+    size_t lines = 0;
+    for (size_t i = url_len + 1; i < h->len; i++)
+        lines += h->data[i] == '\0';
+    if (lines > ex->req_hdr_cap) {
+        struct curl_slist *grown = realloc(ex->req_hdr, lines * sizeof(*grown));
+        if (!grown)
+            return -1;
+        ex->req_hdr = grown;
+        ex->req_hdr_cap = lines;
+    }
+    char *p = h->data + url_len + 1;
+    for (size_t i = 0; i < lines; i++) {
+        ex->req_hdr[i].data = p;
+        ex->req_hdr[i].next = i + 1 < lines ? &ex->req_hdr[i + 1] : NULL;
+        p += strlen(p) + 1;
+    }
+    ex->call.headers = lines ? ex->req_hdr : NULL;
+    return 0;
+}
+
+/* Builds what goes upstream besides the body: the URL, the client's end-to-end headers,
+ * X-Forwarded-*, Host. libcurl writes the framing (Content-Length) itself; headers libcurl
+ * would add on its own (Accept, Content-Type of a form, Expect) are suppressed when the
+ * client did not send them, so the upstream sees the client's request. -1 when out of memory. */
+static int build_request(struct exchange *ex, const struct http1_request *in, const char *uri)
 {
     const struct mcpeek_config *cfg = ex->gen->cfg;
     struct strbuf *h = &ex->req_head;
     const char *conn = http1_request_header(in, "Connection");
     size_t conn_len = conn ? strlen(conn) : 0; /* headers it names are hop-by-hop too */
     const char *xff = NULL;
-    strbuf_puts(h, ex->method);
-    strbuf_append(h, " ", 1);
-    put_request_target(h, ex, uri);
-    strbuf_puts(h, " HTTP/1.1\r\n");
+    bool accept = false, content_type = false;
+    put_request_url(h, ex, uri);
+    size_t url_len = h->len;
+    strbuf_append(h, "", 1);
     const char *host_value =
         cfg->upstream_host_header ? cfg->upstream_host_header : ex->gen->target.authority;
     put_header(h, "Host", 4, host_value, strlen(host_value));
@@ -429,6 +485,14 @@ static int build_request_head(struct exchange *ex, const struct http1_request *i
         }
         if (NAME_IS(name, len, "Authorization") && ex->gen->n_auth_tokens > 0)
             continue; /* mcpeek's own token: not the upstream's business */
+        accept |= NAME_IS(name, len, "Accept");
+        content_type |= NAME_IS(name, len, "Content-Type");
+        if (in->headers[i].value_len == 0) {
+            /* "Name;" is libcurl's way to send a header with an empty value. */
+            strbuf_append(h, name, len);
+            strbuf_append(h, ";", 2);
+            continue;
+        }
         put_header(h, name, len, value, in->headers[i].value_len);
     }
     strbuf_puts(h, "X-Forwarded-For: ");
@@ -437,19 +501,21 @@ static int build_request_head(struct exchange *ex, const struct http1_request *i
         strbuf_append(h, ", ", 2);
     }
     strbuf_puts(h, ex->client_ip);
-    strbuf_append(h, "\r\n", 2);
-    strbuf_puts(h, ex->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    strbuf_append(h, "", 1);
+    const char *proto = ex->tls ? "https" : "http";
+    put_header(h, "X-Forwarded-Proto", 17, proto, strlen(proto));
     const char *host = http1_request_header(in, "Host");
     if (host)
         put_header(h, "X-Forwarded-Host", 16, host, strlen(host));
-    if (body_len > 0 || method_has_body(ex->method)) {
-        char digits[24];
-        strbuf_puts(h, "Content-Length: ");
-        strbuf_append(h, digits, format_size(digits, body_len));
-        strbuf_append(h, "\r\n", 2);
-    }
-    strbuf_append(h, "\r\n", 2);
-    return h->oom ? -1 : 0;
+    if (!accept)
+        put_header(h, "Accept", 6, "", 0);
+    if (!content_type)
+        put_header(h, "Content-Type", 12, "", 0);
+    put_header(h, "Expect", 6, "", 0);
+    if (h->oom)
+        return -1;
+    ex->call.url = h->data;
+    return link_header_list(ex, url_len);
 }
 
 static const struct upstream_callbacks upstream_callbacks = {
@@ -464,11 +530,10 @@ static void start_upstream(struct exchange *ex, const char *body, size_t body_le
     const struct mcpeek_config *cfg = ex->gen->cfg;
     ex->call.cb = &upstream_callbacks;
     ex->call.arg = ex;
-    ex->call.head = ex->req_head.data;
-    ex->call.head_len = ex->req_head.len;
-    ex->call.body = body;
+    ex->call.method = ex->method;
+    /* A POST without a body still says Content-Length: 0. */
+    ex->call.body = body_len > 0 ? body : method_has_body(ex->method) ? "" : NULL;
     ex->call.body_len = body_len;
-    ex->call.no_body_expected = strcmp(ex->method, "HEAD") == 0;
     ex->calling = true;
     ex->sent_ns = worker_now_ns();
     set_timer(ex, cfg->upstream_response_timeout_ms);
@@ -536,8 +601,12 @@ static struct exchange *exchange_get(struct worker *w)
         w->n_spare_exchanges--;
         struct event *timer = ex->timer;
         struct strbuf peek = ex->peek, req_head = ex->req_head;
+        struct curl_slist *req_hdr = ex->req_hdr;
+        size_t req_hdr_cap = ex->req_hdr_cap;
         memset(ex, 0, sizeof(*ex));
         ex->timer = timer;
+        ex->req_hdr = req_hdr;
+        ex->req_hdr_cap = req_hdr_cap;
         ex->peek = peek;
         ex->req_head = req_head;
         strbuf_reset(&ex->peek);
@@ -560,6 +629,7 @@ static struct exchange *exchange_get(struct worker *w)
 static void exchange_free(struct exchange *ex)
 {
     event_free(ex->timer);
+    free(ex->req_hdr);
     strbuf_free(&ex->peek);
     strbuf_free(&ex->req_head);
     free(ex);
@@ -772,7 +842,7 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
         else
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
     }
-    if (build_request_head(ex, req, uri, body_len) < 0) {
+    if (build_request(ex, req, uri) < 0) {
         ex->error = "out_of_memory";
         send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
         exchange_finish(ex);

@@ -1,7 +1,7 @@
-/* tls: OpenSSL contexts for both sides, and the failed-handshake report.
+/* tls: the front end's OpenSSL context, the upstream TLS files check, the handshake report.
  *
  * The server context serves `listen ... tls` (client.c drives each connection's SSL on the
- * raw socket); the client context talks to an https:// upstream (upstream.c). Failed
+ * raw socket); libcurl does the upstream's TLS, from the same files checked here. Failed
  * front-end handshakes (scanners, plain HTTP on the TLS port) write no access-log line:
  * they are counted, and reported on stderr at most once per TLS_DIAG_INTERVAL_S.
  */
@@ -83,21 +83,14 @@ fail:
     return NULL;
 }
 
-SSL_CTX *tls_client_ctx_new(const struct mcpeek_config *cfg, struct strbuf *errors)
+int tls_client_files_check(const struct mcpeek_config *cfg, struct strbuf *errors)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
         openssl_errors(errors, "upstream tls", "context");
-        return NULL;
+        return -1;
     }
-    static const unsigned char http11[] = "\x08http/1.1";
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_alpn_protos(ctx, http11, sizeof(http11) - 1);
     if (cfg->upstream_tls_verify) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         /* upstream_ca_file replaces the system store: a private CA is trusted alone. */
         int ok = cfg->upstream_ca_file
                      ? SSL_CTX_load_verify_locations(ctx, cfg->upstream_ca_file, NULL)
@@ -107,8 +100,6 @@ SSL_CTX *tls_client_ctx_new(const struct mcpeek_config *cfg, struct strbuf *erro
                            cfg->upstream_ca_file ? cfg->upstream_ca_file : "(system store)");
             goto fail;
         }
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
     if (cfg->upstream_tls_cert) {
         if (SSL_CTX_use_certificate_chain_file(ctx, cfg->upstream_tls_cert) != 1) {
@@ -122,10 +113,11 @@ SSL_CTX *tls_client_ctx_new(const struct mcpeek_config *cfg, struct strbuf *erro
             goto fail;
         }
     }
-    return ctx;
+    SSL_CTX_free(ctx);
+    return 0;
 fail:
     SSL_CTX_free(ctx);
-    return NULL;
+    return -1;
 }
 
 void tls_note_handshake_failure(void)

@@ -1,756 +1,678 @@
-/* upstream: HTTP/1.1 client connections to the MCP server, pooled per worker.
+/* upstream: libcurl's multi interface on a libevent loop, with pooled easy handles.
  *
- * Each connection keeps one persistent EV_READ event for its whole life (also while idle in
- * the pool, where readability means the server closed it), so a request on a pooled
- * connection costs one writev() and one read() and no epoll_ctl(). EV_WRITE is armed only
- * while connecting, during a TLS handshake, or when a write would block. The response is
- * handed to the caller as it is read: head once, payload per read, nothing buffered beyond
- * one read. Callbacks may cancel the call (or start others): `busy` keeps the connection
- * alive until the handler that called them has returned.
+ * Sockets. libcurl opens and closes every upstream socket through our callbacks, so each
+ * socket has one `struct upsock` from open to close, with a read event that stays registered
+ * all that time (also while the connection idles in libcurl's cache): a request on a reused
+ * connection then costs no epoll_ctl. A read event that fires while libcurl is not waiting
+ * for it (an idle connection the server closed, a paused transfer) is removed then, and added
+ * back when libcurl asks again. The write event is armed only while libcurl wants it.
+ * Sockets libcurl did not open through us (the threaded resolver's wake-up pipe) get a struct
+ * on first sight, dropped on CURL_POLL_REMOVE.
+ *
+ * Timeouts. A 0 ms timeout (libcurl wants to run again now) is run right after the libcurl
+ * call that asked for it returns, not through a timer and another epoll_wait.
+ *
+ * Re-entrancy. Nothing may call curl_multi_* from inside a libcurl callback, so every libcurl
+ * call goes through up->depth; a call cancelled while depth > 0 is only detached (its
+ * callbacks then make libcurl abort it) and its handle removed once libcurl has returned.
+ *
+ * A transfer (pooled handle) is: FREE (in up->free_handles) -> RUNNING (added to the multi,
+ * call attached) -> FREE when libcurl reports it done (`done` runs) or when the call is
+ * cancelled (removed at once, or via up->cancelled when cancelled inside a callback).
  */
 #include "mcpeek/upstream.h"
 
-#include <errno.h>
 #include <event2/event.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mcpeek/diag.h"
+#include "mcpeek/strbuf.h"
 
-/* First read buffer of a connection; grown (up to UPSTREAM_HEAD_MAX) only for a long head. */
-#define UPSTREAM_READ_BUF (16 * 1024)
-/* A response head larger than this is refused (nginx's default proxy_buffer_size is 4-8 KiB). */
-#define UPSTREAM_HEAD_MAX (64 * 1024)
-
-enum conn_state {
-    CONN_CONNECTING,
-    CONN_HANDSHAKE,
-    CONN_ACTIVE, /* request being written and/or response read */
-    CONN_IDLE,
-};
-
-enum body_framing {
-    BODY_NONE,    /* HEAD, 1xx, 204, 304 */
-    BODY_LENGTH,  /* Content-Length */
-    BODY_CHUNKED, /* Transfer-Encoding: chunked */
-    BODY_CLOSE,   /* ends when the server closes */
-};
-
-struct upstream_conn {
-    struct upstream *up;
-    int fd;
-    SSL *ssl;            /* NULL for http:// */
-    struct event *rev;   /* EV_READ|EV_PERSIST, pending unless paused */
-    struct event *wev;   /* EV_WRITE|EV_PERSIST, pending only while a write waits */
-    struct event *timer; /* connect deadline, then idle deadline */
-    bool wev_pending;
-    enum conn_state state;
-    char key[sizeof(((struct upstream_target *)0)->key)];
-    const struct upstream_target *target; /* valid while a call runs */
-    size_t addr_index;
-    struct upstream_call *call;        /* NULL when idle */
-    struct upstream_conn *next, *prev; /* idle list */
-
-    size_t sent; /* bytes of head + body written */
-    char *buf;   /* read buffer, owned */
-    size_t len, cap;
-    bool head_done;
-    enum body_framing framing;
-    uint64_t remaining; /* BODY_LENGTH */
-    struct http1_chunked chunked;
-    bool keep_alive; /* both sides allow reuse after this response */
-    unsigned busy;   /* handlers on the stack */
-    bool doomed;     /* closed while busy: freed when the last handler returns */
-};
-
-struct upstream {
-    struct event_base *base;
-    struct upstream_conn *idle; /* most recently used first */
-    unsigned n_idle;            /* the limit is the target's upstream_keepalive */
-};
-
-static void conn_on_read(evutil_socket_t fd, short what, void *arg);
-static void conn_on_write(evutil_socket_t fd, short what, void *arg);
-static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
-static void conn_connect(struct upstream_conn *c);
-
-/* ---- connection lifetime ------------------------------------------------------------- */
-
-static void conn_unlink_idle(struct upstream_conn *c)
-{
-    struct upstream *up = c->up;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        up->idle = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->next = c->prev = NULL;
-    up->n_idle--;
-}
-
-static void conn_release_fd(struct upstream_conn *c)
-{
-    if (c->rev)
-        event_del(c->rev);
-    if (c->wev)
-        event_del(c->wev);
-    if (c->timer)
-        evtimer_del(c->timer);
-    c->wev_pending = false;
-    if (c->ssl) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
-}
-
-static void conn_free(struct upstream_conn *c)
-{
-    conn_release_fd(c);
-    if (c->rev)
-        event_free(c->rev);
-    if (c->wev)
-        event_free(c->wev);
-    if (c->timer)
-        event_free(c->timer);
-    free(c->buf);
-    free(c);
-}
-
-/* Closes the socket now; the struct goes when no handler is using it. */
-static void conn_close(struct upstream_conn *c)
-{
-    if (c->state == CONN_IDLE)
-        conn_unlink_idle(c);
-    conn_release_fd(c);
-    if (c->busy)
-        c->doomed = true;
-    else
-        conn_free(c);
-}
-
-static void set_write_interest(struct upstream_conn *c, bool on)
-{
-    if (on && !c->wev_pending)
-        event_add(c->wev, NULL);
-    else if (!on && c->wev_pending)
-        event_del(c->wev);
-    c->wev_pending = on;
-}
-
-static void timer_after(struct event *ev, uint32_t ms)
-{
-    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(ev, &tv);
-}
-
-/* Opens the socket for c->target's address c->addr_index and starts connecting. */
-static int conn_open_socket(struct upstream_conn *c)
-{
-    const struct upstream_target *t = c->target;
-    const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[c->addr_index];
-    c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(c->fd, sa, t->addr_lens[c->addr_index]) < 0 && errno != EINPROGRESS) {
-        close(c->fd);
-        c->fd = -1;
-        return -1;
-    }
-    if (event_assign(c->rev, c->up->base, c->fd, EV_READ | EV_PERSIST, conn_on_read, c) < 0 ||
-        event_assign(c->wev, c->up->base, c->fd, EV_WRITE | EV_PERSIST, conn_on_write, c) < 0)
-        return -1;
-    event_add(c->rev, NULL);
-    c->wev_pending = false;
-    set_write_interest(c, true); /* writable = connected (or failed: SO_ERROR says) */
-    c->state = CONN_CONNECTING;
-    return 0;
-}
-
-static struct upstream_conn *conn_new(struct upstream *up, const struct upstream_target *t)
-{
-    struct upstream_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
-    c->up = up;
-    c->fd = -1;
-    c->target = t;
-    memcpy(c->key, t->key, sizeof(c->key));
-    c->rev = event_new(up->base, -1, 0, conn_on_read, c);
-    c->wev = event_new(up->base, -1, 0, conn_on_write, c);
-    c->timer = evtimer_new(up->base, conn_on_timer, c);
-    c->buf = malloc(UPSTREAM_READ_BUF);
-    c->cap = UPSTREAM_READ_BUF;
-    if (!c->rev || !c->wev || !c->timer || !c->buf) {
-        conn_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-/* ---- ending a call -------------------------------------------------------------------- */
-
-static void conn_make_idle(struct upstream_conn *c)
-{
-    struct upstream *up = c->up;
-    const struct upstream_target *t = c->target;
-    if (up->n_idle >= t->keepalive) {
-        conn_close(c);
-        return;
-    }
-    c->state = CONN_IDLE;
-    c->target = NULL;
-    event_add(c->rev, NULL); /* a paused call had removed it */
-    c->next = up->idle;
-    c->prev = NULL;
-    if (up->idle)
-        up->idle->prev = c;
-    up->idle = c;
-    up->n_idle++;
-    timer_after(c->timer, t->keepalive_timeout_ms);
-}
-
-/* Ends the connection's call: the connection is pooled (clean end, keep-alive) or closed,
- * then `done` runs. */
-static void conn_end_call(struct upstream_conn *c, bool ok, enum upstream_error_kind kind)
-{
-    struct upstream_call *call = c->call;
-    c->call = NULL;
-    if (call)
-        call->conn = NULL;
-    size_t total = call ? call->head_len + call->body_len : 0;
-    if (ok && c->keep_alive && c->len == 0 && c->sent == total && c->fd >= 0)
-        conn_make_idle(c);
-    else
-        conn_close(c);
-    if (call)
-        call->cb->done(call->arg, ok, kind);
-}
-
-static void conn_fail(struct upstream_conn *c, enum upstream_error_kind kind);
-
-/* A pooled connection the server had closed before our request reached it: the request is
- * sent again once on a new connection (nothing of it was processed; curl and nginx do the
- * same for a stale keep-alive connection). */
-static bool conn_retry(struct upstream_conn *c)
-{
-    struct upstream_call *call = c->call;
-    if (!call || !call->reused || call->answered)
-        return false;
-    call->reused = false;
-    c->call = NULL;
-    call->conn = NULL;
-    conn_close(c);
-    struct upstream_conn *fresh = conn_new(call->up, call->target);
-    if (!fresh) {
-        call->cb->done(call->arg, false, UPSTREAM_ERR_OTHER);
-        return true;
-    }
-    fresh->call = call;
-    call->conn = fresh;
-    conn_connect(fresh);
-    return true;
-}
-
-static void conn_fail(struct upstream_conn *c, enum upstream_error_kind kind)
-{
-    if ((kind == UPSTREAM_ERR_RESET) && conn_retry(c))
-        return;
-    c->keep_alive = false;
-    conn_end_call(c, false, kind);
-}
-
-/* ---- TLS ------------------------------------------------------------------------------ */
-
+/* Easy handles kept per loop for reuse once their transfer ended. */
+#define UPSTREAM_SPARE_HANDLES 256
+/* 0 ms timeouts run in a row before the rest waits for the next loop iteration. */
+#define UPSTREAM_IMMEDIATE_RUNS 16
 /* At most one upstream TLS diagnostic per this many seconds (a broken upstream fails every
  * request; the access log and the metric count them all). */
 #define UPSTREAM_TLS_DIAG_INTERVAL_S 10
 
+struct upsock {
+    struct upstream *up;
+    curl_socket_t fd;
+    struct event *rev; /* EV_READ|EV_PERSIST, registered from open to close (see above) */
+    struct event *wev; /* EV_WRITE|EV_PERSIST, registered while libcurl wants to write */
+    int want;          /* CURL_POLL_* libcurl asked for last */
+    bool rev_on, wev_on;
+    bool ours; /* opened through on_open_socket: lives until on_close_socket */
+};
+
+struct upstream_handle {
+    CURL *easy;
+    struct upstream *up;
+    struct upstream_call *call;       /* NULL when free, or once cancelled */
+    struct upstream_handle *next;     /* free list, or up->cancelled */
+    unsigned long configured;         /* serial of the target whose settings are applied */
+    struct strbuf head;               /* header lines of the response being read */
+    char errbuf[CURL_ERROR_SIZE];     /* libcurl's words for the last failure */
+    const struct upstream_target *tg; /* of the running call (diagnostics) */
+    unsigned attempts;                /* requests libcurl started for this call */
+    bool in_head;                     /* between a status line and its empty line */
+    bool head_done;                   /* the final head was delivered */
+    bool answered;                    /* a response byte arrived */
+    bool retry_ok;                    /* the method is idempotent: libcurl may resend it */
+    bool refused_retry;               /* a resend was refused (the call failed for it) */
+    bool refused_head;                /* the caller refused the head */
+    bool curl_paused;                 /* the write callback answered CURL_WRITEFUNC_PAUSE */
+};
+
+struct upstream {
+    struct event_base *base;
+    CURLM *multi;
+    CURLSH *share;       /* TLS session cache of this loop's handles */
+    struct event *timer; /* libcurl's timeout, when > 0 ms */
+    bool timeout_now;    /* libcurl asked for a 0 ms timeout */
+    unsigned depth;      /* libcurl calls on the stack */
+    struct upsock **socks; /* by descriptor */
+    size_t n_socks;
+    struct upstream_handle *free_handles;
+    unsigned n_free;
+    struct upstream_handle *cancelled; /* cancelled inside a callback: remove after */
+    long maxconnects;                  /* CURLMOPT_MAXCONNECTS last set */
+};
+
+static void settle(struct upstream *up);
+
+/* ---- sockets ---------------------------------------------------------------------------- */
+
+static struct upsock *sock_get(struct upstream *up, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < up->n_socks ? up->socks[fd] : NULL;
+}
+
+static void sock_free(struct upsock *s)
+{
+    struct upstream *up = s->up;
+    if (s->rev)
+        event_free(s->rev);
+    if (s->wev)
+        event_free(s->wev);
+    if (sock_get(up, s->fd) == s)
+        up->socks[s->fd] = NULL;
+    free(s);
+}
+
+static void on_sock_event(evutil_socket_t fd, short what, void *arg);
+
+static struct upsock *sock_new(struct upstream *up, curl_socket_t fd, bool ours)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= up->n_socks) {
+        size_t n = up->n_socks ? up->n_socks : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct upsock **grown = realloc(up->socks, n * sizeof(*grown));
+        if (!grown)
+            return NULL;
+        memset(grown + up->n_socks, 0, (n - up->n_socks) * sizeof(*grown));
+        up->socks = grown;
+        up->n_socks = n;
+    }
+    if (up->socks[fd])
+        sock_free(up->socks[fd]); /* a descriptor number the kernel handed out again */
+    struct upsock *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->up = up;
+    s->fd = fd;
+    s->ours = ours;
+    s->rev = event_new(up->base, fd, EV_READ | EV_PERSIST, on_sock_event, s);
+    s->wev = event_new(up->base, fd, EV_WRITE | EV_PERSIST, on_sock_event, s);
+    up->socks[fd] = s;
+    if (!s->rev || !s->wev) {
+        sock_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *addr)
+{
+    (void)purpose;
+    struct upstream *up = clientp;
+    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    if (!sock_new(up, fd, true)) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    return fd;
+}
+
+static int on_close_socket(void *clientp, curl_socket_t fd)
+{
+    struct upsock *s = sock_get(clientp, fd);
+    if (s)
+        sock_free(s);
+    return close(fd);
+}
+
+/* libcurl says what it waits for on `fd`. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    struct upstream *up = userp;
+    struct upsock *s = sock_get(up, fd);
+    if (what == CURL_POLL_REMOVE) {
+        if (!s)
+            return 0;
+        s->want = 0;
+        if (!s->ours) {
+            sock_free(s);
+            return 0;
+        }
+        if (s->wev_on) {
+            event_del(s->wev);
+            s->wev_on = false;
+        }
+        return 0; /* the read event stays: see the top of the file */
+    }
+    if (!s && !(s = sock_new(up, fd, false)))
+        return -1;
+    s->want = what;
+    if ((what & CURL_POLL_IN) && !s->rev_on) {
+        event_add(s->rev, NULL);
+        s->rev_on = true;
+    }
+    if ((what & CURL_POLL_OUT) && !s->wev_on) {
+        event_add(s->wev, NULL);
+        s->wev_on = true;
+    } else if (!(what & CURL_POLL_OUT) && s->wev_on) {
+        event_del(s->wev);
+        s->wev_on = false;
+    }
+    return 0;
+}
+
+static void run_socket_action(struct upstream *up, curl_socket_t fd, int mask)
+{
+    int running;
+    up->depth++;
+    curl_multi_socket_action(up->multi, fd, mask, &running);
+    up->depth--;
+}
+
+static void on_sock_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct upsock *s = arg;
+    struct upstream *up = s->up;
+    if ((what & EV_READ) && !(s->want & CURL_POLL_IN)) {
+        /* Nobody reads: an idle connection the server closed (libcurl finds it dead when it
+         * next looks) or a paused transfer. Level-triggered, so stop listening until asked. */
+        event_del(s->rev);
+        s->rev_on = false;
+        return;
+    }
+    run_socket_action(up, fd, (what & EV_READ) ? CURL_CSELECT_IN : CURL_CSELECT_OUT);
+    settle(up); /* `s` may be gone */
+}
+
+/* ---- timeouts --------------------------------------------------------------------------- */
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct upstream *up = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(up->timer);
+        up->timeout_now = false;
+    } else if (timeout_ms == 0 && up->depth > 0) {
+        up->timeout_now = true; /* run by settle() once libcurl returned */
+    } else {
+        struct timeval tv = {timeout_ms / 1000, (suseconds_t)(timeout_ms % 1000) * 1000};
+        evtimer_add(up->timer, &tv);
+    }
+    return 0;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream *up = arg;
+    run_socket_action(up, CURL_SOCKET_TIMEOUT, 0);
+    settle(up);
+}
+
+/* ---- ending transfers ------------------------------------------------------------------- */
+
 static atomic_llong tls_last_report_s;
 
-/* Reports why TLS to the upstream failed (certificate problems are what operators need to
- * see); the access log carries only "upstream_tls". */
-static void tls_report(struct upstream_conn *c)
+/* Says on stderr why TLS to the upstream failed (certificate problems are what operators
+ * need to see); the access log carries only "upstream_tls". */
+static void tls_report(const struct upstream_handle *h)
 {
     long long now = (long long)time(NULL);
     long long last = atomic_load(&tls_last_report_s);
     if (now - last < UPSTREAM_TLS_DIAG_INTERVAL_S ||
-        !atomic_compare_exchange_strong(&tls_last_report_s, &last, now)) {
-        ERR_clear_error();
+        !atomic_compare_exchange_strong(&tls_last_report_s, &last, now))
+        return;
+    diag_log("warn", "upstream %s: TLS failed: %s", h->tg ? h->tg->origin : "?",
+             h->errbuf[0] ? h->errbuf : "no reason given");
+}
+
+static void handle_destroy(struct upstream_handle *h)
+{
+    curl_easy_cleanup(h->easy);
+    strbuf_free(&h->head);
+    free(h);
+}
+
+static void handle_put(struct upstream *up, struct upstream_handle *h)
+{
+    h->call = NULL;
+    h->tg = NULL;
+    if (up->n_free >= UPSTREAM_SPARE_HANDLES || h->head.cap > 16 * 1024) {
+        handle_destroy(h);
         return;
     }
-    const char *where = c->target ? c->target->origin : c->key;
-    long verify = SSL_get_verify_result(c->ssl);
-    unsigned long e = ERR_peek_last_error();
-    char reason[256] = "";
-    if (e)
-        ERR_error_string_n(e, reason, sizeof(reason));
-    if (verify != X509_V_OK)
-        diag_log("warn", "upstream %s: certificate rejected: %s", where,
-                 X509_verify_cert_error_string(verify));
-    else
-        diag_log("warn", "upstream %s: TLS failed: %s", where, e ? reason : "connection closed");
-    ERR_clear_error();
+    h->next = up->free_handles;
+    up->free_handles = h;
+    up->n_free++;
 }
 
-static int conn_tls_start(struct upstream_conn *c)
+static void remove_handle(struct upstream *up, struct upstream_handle *h)
 {
-    const struct upstream_target *t = c->target;
-    c->ssl = SSL_new(t->ssl_ctx);
-    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
-        return -1;
-    bool ip_literal = strchr(t->host, ':') || strspn(t->host, "0123456789.") == strlen(t->host);
-    if (!ip_literal)
-        SSL_set_tlsext_host_name(c->ssl, t->host);
-    if (SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER) {
-        X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
-        if (ip_literal ? X509_VERIFY_PARAM_set1_ip_asc(param, t->host) != 1
-                       : SSL_set1_host(c->ssl, t->host) != 1)
-            return -1;
-    }
-    SSL_set_connect_state(c->ssl);
-    c->state = CONN_HANDSHAKE;
-    return 0;
+    up->depth++;
+    curl_multi_remove_handle(up->multi, h->easy);
+    up->depth--;
 }
 
-/* ---- writing the request ------------------------------------------------------------ */
-
-/* Writes what is left of head + body. 0 when all is written, 1 when blocked, -1 on error. */
-static int conn_write_request(struct upstream_conn *c)
+/* Reports every finished transfer to its call. */
+static void collect_done(struct upstream *up)
 {
-    struct upstream_call *call = c->call;
-    size_t total = call->head_len + call->body_len;
-    while (c->sent < total) {
-        ssize_t n;
-        if (c->ssl) {
-            const char *p = c->sent < call->head_len ? call->head + c->sent
-                                                     : call->body + (c->sent - call->head_len);
-            size_t left = c->sent < call->head_len ? call->head_len - c->sent : total - c->sent;
-            ERR_clear_error();
-            int r = SSL_write(c->ssl, p, (int)(left > INT32_MAX ? INT32_MAX : left));
-            if (r <= 0) {
-                int err = SSL_get_error(c->ssl, r);
-                if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
-                    return 1;
-                return -1;
-            }
-            n = r;
-        } else {
-            struct iovec iov[2];
-            int niov = 0;
-            if (c->sent < call->head_len) {
-                iov[niov].iov_base = (char *)call->head + c->sent;
-                iov[niov++].iov_len = call->head_len - c->sent;
-                if (call->body_len > 0) {
-                    iov[niov].iov_base = (char *)call->body;
-                    iov[niov++].iov_len = call->body_len;
-                }
-            } else {
-                iov[niov].iov_base = (char *)call->body + (c->sent - call->head_len);
-                iov[niov++].iov_len = total - c->sent;
-            }
-            struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
-            n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    return 1;
-                if (errno == EINTR)
-                    continue;
-                return -1;
-            }
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(up->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        struct upstream_handle *h = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&h);
+        remove_handle(up, h);
+        struct upstream_call *call = h->call;
+        bool ok = rc == CURLE_OK;
+        enum upstream_error_kind kind = UPSTREAM_ERR_OTHER;
+        if (!ok) {
+            bool tls = h->tg && h->tg->tls;
+            kind = h->refused_retry  ? UPSTREAM_ERR_RESET
+                   : h->refused_head ? UPSTREAM_ERR_OTHER
+                                     : upstream_error_kind_from_curl(rc, h->answered, tls,
+                                                                     h->errbuf);
+            if (kind == UPSTREAM_ERR_TLS)
+                tls_report(h);
         }
-        c->sent += (size_t)n;
+        handle_put(up, h);
+        if (call) {
+            call->handle = NULL;
+            call->cb->done(call->arg, ok, kind);
+        }
     }
-    return 0;
 }
 
-/* Sends what can be sent now; arms EV_WRITE only when the socket is full. */
-static void conn_push_request(struct upstream_conn *c)
+/* After any libcurl call, with nothing of libcurl on the stack: removes what was cancelled
+ * inside callbacks, reports finished transfers, and runs 0 ms timeouts. */
+static void settle(struct upstream *up)
 {
-    int rc = conn_write_request(c);
-    if (rc < 0) {
-        conn_fail(c, c->ssl && ERR_peek_error() ? UPSTREAM_ERR_TLS : UPSTREAM_ERR_RESET);
-        return;
-    }
-    set_write_interest(c, rc == 1);
-}
-
-/* Connected (and TLS established): start the exchange. */
-static void conn_ready(struct upstream_conn *c)
-{
-    evtimer_del(c->timer);
-    c->state = CONN_ACTIVE;
-    conn_push_request(c);
-}
-
-static void conn_handshake(struct upstream_conn *c)
-{
-    ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        set_write_interest(c, false);
-        conn_ready(c);
-        return;
-    }
-    int err = SSL_get_error(c->ssl, r);
-    if (err == SSL_ERROR_WANT_READ) {
-        set_write_interest(c, false);
-        return;
-    }
-    if (err == SSL_ERROR_WANT_WRITE) {
-        set_write_interest(c, true);
-        return;
-    }
-    tls_report(c);
-    conn_fail(c, UPSTREAM_ERR_TLS);
-}
-
-/* Starts connecting to the first address from `first` on that accepts a socket; when none
- * is left the call fails with `connect`. */
-static void conn_connect_from(struct upstream_conn *c, size_t first)
-{
-    conn_release_fd(c);
-    for (c->addr_index = first; c->addr_index < c->target->n_addrs; c->addr_index++) {
-        if (conn_open_socket(c) == 0) {
-            timer_after(c->timer, c->target->connect_timeout_ms);
+    if (up->depth > 0)
+        return; /* the outermost caller settles */
+    for (int i = 0; i < UPSTREAM_IMMEDIATE_RUNS; i++) {
+        while (up->cancelled) {
+            struct upstream_handle *h = up->cancelled;
+            up->cancelled = h->next;
+            remove_handle(up, h);
+            handle_put(up, h);
+        }
+        collect_done(up);
+        if (!up->timeout_now)
             return;
-        }
-        conn_release_fd(c);
+        up->timeout_now = false;
+        run_socket_action(up, CURL_SOCKET_TIMEOUT, 0);
     }
-    conn_fail(c, UPSTREAM_ERR_CONNECT);
+    struct timeval now = {0, 0};
+    evtimer_add(up->timer, &now); /* libcurl keeps asking: let the loop breathe */
 }
 
-static void conn_connect(struct upstream_conn *c)
-{
-    c->sent = 0;
-    conn_connect_from(c, 0);
-}
+/* ---- libcurl's per-transfer callbacks ----------------------------------------------------- */
 
-static void conn_on_connected(struct upstream_conn *c)
+/* Before each attempt to send the request. A second attempt of a request that is not
+ * idempotent is refused: its first one may have reached the server (libcurl resends a
+ * request whose reused connection died before an answer byte came). */
+static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
-        conn_connect_from(c, c->addr_index + 1);
-        return;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    struct upstream_handle *h = clientp;
+    if (++h->attempts > 1 && !h->retry_ok) {
+        h->refused_retry = true;
+        return CURL_PREREQFUNC_ABORT;
     }
-    if (c->target->tls) {
-        if (conn_tls_start(c) < 0) {
-            tls_report(c);
-            conn_fail(c, UPSTREAM_ERR_TLS);
-            return;
-        }
-        conn_handshake(c);
-        return;
-    }
-    set_write_interest(c, false);
-    conn_ready(c);
+    return CURL_PREREQFUNC_OK;
 }
 
-/* ---- reading the response ------------------------------------------------------------- */
-
-/* Fields named `name` in the head. */
-static size_t head_count(const struct http1_response *r, const char *name)
+static size_t trim_end(const char *s, size_t n)
 {
-    size_t count = 0, n = strlen(name);
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (r->headers[i].name_len == n && strncasecmp(r->headers[i].name, name, n) == 0)
-            count++;
-    return count;
-}
-
-/* True when the last coding of a Transfer-Encoding value is chunked. */
-static bool te_ends_in_chunked(const char *v, size_t n)
-{
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ','))
+    while (n > 0 && (s[n - 1] == '\r' || s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t'))
         n--;
-    size_t start = n;
-    while (start > 0 && v[start - 1] != ',')
-        start--;
-    return http1_value_has_token(v + start, n - start, "chunked");
-}
-
-/* The head is complete: decide the body framing and whether the connection can be reused. */
-static int conn_take_head(struct upstream_conn *c, const struct http1_response *r)
-{
-    struct upstream_call *call = c->call;
-    size_t n;
-    const char *v = http1_find_header(r, "Connection", &n);
-    c->keep_alive = r->minor >= 1 ? !(v && http1_value_has_token(v, n, "close"))
-                                  : (v && http1_value_has_token(v, n, "keep-alive"));
-    const char *te = http1_find_header(r, "Transfer-Encoding", &n);
-    const char *cl_v;
-    size_t cl_n;
-    cl_v = http1_find_header(r, "Content-Length", &cl_n);
-    /* proxy.c relays Content-Length as it came: beside Transfer-Encoding, or twice, the
-     * client would frame the body differently than we do and take the rest for its next
-     * response. Such an answer is an error (RFC 9112 6.3, as nginx treats it). */
-    if ((te && cl_v) || head_count(r, "Content-Length") > 1 ||
-        head_count(r, "Transfer-Encoding") > 1)
-        return -1;
-    if (call->no_body_expected || r->status == 204 || r->status == 304) {
-        c->framing = BODY_NONE;
-    } else if (te) {
-        /* Chunked is the one coding we decode, and only as the last one; otherwise the body
-         * ends at the close (RFC 9112 6.3). */
-        c->framing = te_ends_in_chunked(te, n) ? BODY_CHUNKED : BODY_CLOSE;
-        c->keep_alive &= c->framing == BODY_CHUNKED;
-        memset(&c->chunked, 0, sizeof(c->chunked));
-    } else if (cl_v) {
-        if (http1_parse_content_length(cl_v, cl_n, &c->remaining) < 0)
-            return -1;
-        c->framing = c->remaining > 0 ? BODY_LENGTH : BODY_NONE;
-    } else {
-        c->framing = BODY_CLOSE;
-        c->keep_alive = false;
-    }
-    return 0;
-}
-
-/* Payload bytes of the response, framing applied. Returns false when the call ended or was
- * cancelled from a callback (the caller must stop). */
-static bool conn_feed_body(struct upstream_conn *c, const char *p, size_t n)
-{
-    struct upstream_call *call = c->call;
-    while (n > 0 && c->call == call) {
-        const char *data = p;
-        size_t data_len = 0, used;
-        if (c->framing == BODY_LENGTH) {
-            data_len = n < c->remaining ? n : (size_t)c->remaining;
-            c->remaining -= data_len;
-            used = data_len;
-        } else if (c->framing == BODY_CHUNKED) {
-            ssize_t r = http1_chunked_feed(&c->chunked, p, n, &data, &data_len);
-            if (r < 0) {
-                conn_fail(c, UPSTREAM_ERR_OTHER);
-                return false;
-            }
-            used = (size_t)r;
-        } else if (c->framing == BODY_CLOSE) {
-            data_len = used = n;
-        } else {
-            used = 0;
-        }
-        if (data_len > 0)
-            call->cb->body(call->arg, data, data_len);
-        if (c->call != call)
-            return false;
-        bool complete = c->framing == BODY_NONE ||
-                        (c->framing == BODY_LENGTH && c->remaining == 0) ||
-                        (c->framing == BODY_CHUNKED && http1_chunked_done(&c->chunked));
-        p += used;
-        n -= used;
-        if (complete) {
-            if (n > 0)
-                c->keep_alive = false; /* bytes after the response: not a clean connection */
-            c->len = 0;
-            conn_end_call(c, true, UPSTREAM_ERR_OTHER);
-            return false;
-        }
-        if (used == 0)
-            break;
-    }
-    return c->call == call;
-}
-
-/* Bytes arrived (in c->buf[0..c->len)). Returns false once the call ended. */
-static bool conn_process(struct upstream_conn *c)
-{
-    struct upstream_call *call = c->call;
-    call->answered = true;
-    if (c->head_done) {
-        size_t n = c->len;
-        c->len = 0;
-        return conn_feed_body(c, c->buf, n);
-    }
-    for (;;) {
-        struct http1_response r;
-        ssize_t head = http1_parse_response_head(c->buf, c->len, &r);
-        if (head < 0 || (head == 0 && c->len >= UPSTREAM_HEAD_MAX)) {
-            conn_fail(c, UPSTREAM_ERR_OTHER);
-            return false;
-        }
-        if (head == 0)
-            return true;
-        bool interim = r.status < 200;
-        if (!interim && conn_take_head(c, &r) < 0) {
-            conn_fail(c, UPSTREAM_ERR_OTHER);
-            return false;
-        }
-        if (!interim) {
-            c->head_done = true;
-            call->cb->head(call->arg, &r);
-            if (c->call != call)
-                return false;
-        }
-        size_t rest = c->len - (size_t)head;
-        memmove(c->buf, c->buf + head, rest);
-        c->len = rest;
-        if (interim)
-            continue; /* 100 Continue, 103 Early Hints: not relayed */
-        size_t n = c->len;
-        c->len = 0;
-        if (c->framing == BODY_NONE) {
-            c->len = n; /* leftover bytes make the connection unusable */
-            conn_end_call(c, true, UPSTREAM_ERR_OTHER);
-            return false;
-        }
-        return conn_feed_body(c, c->buf, n);
-    }
-}
-
-/* One read into the buffer: >0 bytes, 0 at EOF, -1 would block, -2 error (-3 TLS error). */
-static ssize_t conn_read_some(struct upstream_conn *c)
-{
-    if (c->len == c->cap) {
-        size_t cap = c->cap * 2;
-        char *grown = cap <= UPSTREAM_HEAD_MAX ? realloc(c->buf, cap) : NULL;
-        if (!grown)
-            return -2;
-        c->buf = grown;
-        c->cap = cap;
-    }
-    size_t room = c->cap - c->len;
-    if (c->ssl) {
-        ERR_clear_error();
-        int r = SSL_read(c->ssl, c->buf + c->len, (int)(room > INT32_MAX ? INT32_MAX : room));
-        if (r > 0)
-            return r;
-        int err = SSL_get_error(c->ssl, r);
-        if (err == SSL_ERROR_WANT_READ)
-            return -1;
-        if (err == SSL_ERROR_WANT_WRITE) {
-            set_write_interest(c, true);
-            return -1;
-        }
-        if (err == SSL_ERROR_ZERO_RETURN)
-            return 0;
-        if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-            return errno == 0 ? 0 : -2; /* EOF without close_notify: treated as a close */
-        return -3;
-    }
-    ssize_t n;
-    do
-        n = read(c->fd, c->buf + c->len, room);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2;
     return n;
 }
 
-static void conn_readable(struct upstream_conn *c)
+/* Splits the collected "Name: value" lines of h->head into `out`. */
+static size_t split_head(struct upstream_handle *h, struct upstream_header *out)
 {
-    if (c->state == CONN_IDLE) {
-        conn_close(c); /* the server closed it (or sent bytes nobody asked for) */
-        return;
+    size_t n = 0;
+    const char *p = h->head.data, *end = p + h->head.len;
+    while (p < end && n < UPSTREAM_MAX_HEADERS) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        size_t len = trim_end(p, (size_t)(next - p));
+        const char *colon = memchr(p, ':', len);
+        if (colon && colon > p) {
+            const char *v = colon + 1, *v_end = p + len;
+            while (v < v_end && (*v == ' ' || *v == '\t'))
+                v++;
+            out[n++] = (struct upstream_header){p, (size_t)(colon - p), v, (size_t)(v_end - v)};
+        }
+        p = next;
     }
-    if (c->state == CONN_CONNECTING) {
-        conn_on_connected(c);
-        return;
+    return n;
+}
+
+/* One header line of a response, status line and empty line included (libcurl's order). */
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    (void)size; /* always 1 */
+    struct upstream_handle *h = userdata;
+    struct upstream_call *call = h->call;
+    if (!call)
+        return 0; /* cancelled: make libcurl stop */
+    h->answered = true;
+    if (h->head_done)
+        return nitems; /* trailer fields: not relayed */
+    if (!h->in_head) {
+        h->in_head = true; /* a status line: a new (maybe interim) response */
+        strbuf_reset(&h->head);
+        return nitems;
     }
-    if (c->state == CONN_HANDSHAKE) {
-        conn_handshake(c);
-        return;
+    if (trim_end(buf, nitems) > 0) {
+        /* Obsolete line folding (a line starting with blanks) is dropped, not joined. */
+        if (buf[0] != ' ' && buf[0] != '\t')
+            strbuf_append(&h->head, buf, nitems);
+        return h->head.oom ? 0 : nitems;
     }
-    if (c->call && c->sent < c->call->head_len + c->call->body_len && c->ssl) {
-        conn_push_request(c); /* SSL_write may have waited for a read */
-        if (!c->call || c->fd < 0)
-            return;
+    h->in_head = false;
+    long status = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200)
+        return nitems; /* 100 Continue, 103 Early Hints: not relayed */
+    h->head_done = true;
+    struct upstream_header headers[UPSTREAM_MAX_HEADERS];
+    size_t n = split_head(h, headers);
+    if (!call->cb->head(call->arg, (int)status, headers, n)) {
+        h->refused_head = true;
+        return 0;
     }
-    for (;;) {
-        ssize_t n = conn_read_some(c);
-        if (n == -1)
-            return;
-        if (n == 0) {
-            /* EOF: the end of a close-delimited body, else a reset. */
-            if (c->head_done && c->framing == BODY_CLOSE) {
-                c->len = 0;
-                conn_end_call(c, true, UPSTREAM_ERR_OTHER);
-            } else {
-                conn_fail(c, UPSTREAM_ERR_RESET);
-            }
+    return h->call ? nitems : 0;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    (void)size; /* always 1 */
+    struct upstream_handle *h = userdata;
+    struct upstream_call *call = h->call;
+    if (!call)
+        return 0; /* cancelled */
+    if (call->paused) {
+        h->curl_paused = true; /* libcurl keeps these bytes and hands them over on resume */
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    call->cb->body(call->arg, data, nmemb);
+    return h->call ? nmemb : 0;
+}
+
+/* ---- handles ------------------------------------------------------------------------------ */
+
+static unsigned long target_serial(const struct upstream_target *t)
+{
+    return t->serial;
+}
+
+/* Applies everything that depends on the target's configuration (after a reset, so a handle
+ * that served an older generation keeps nothing of it). */
+static int handle_configure(struct upstream_handle *h, const struct upstream_target *t)
+{
+    const struct mcpeek_config *cfg = t->cfg;
+    CURL *e = h->easy;
+    curl_easy_reset(e);
+    long http_version = cfg->upstream_http2 == UPSTREAM_HTTP2_ON ? CURL_HTTP_VERSION_2TLS
+                        : cfg->upstream_http2 == UPSTREAM_HTTP2_PRIOR_KNOWLEDGE
+                            ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                            : CURL_HTTP_VERSION_1_1;
+    /* libcurl reuses a connection idle for at most this many whole seconds; "idle < timeout"
+     * holds for the configured value, so a server closing idle connections right at it (Node:
+     * 5 s) is never raced. */
+    long maxage = (long)(cfg->upstream_keepalive_timeout_ms / 1000) - 1;
+    long dns_ttl = (long)((cfg->upstream_dns_ttl_ms + 999) / 1000);
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                                                              \
+    if (rc == CURLE_OK)                                                                            \
+    rc = curl_easy_setopt(e, opt, val)
+    SET(CURLOPT_NOSIGNAL, 1L); /* else libcurl swaps SIGPIPE handlers around every call */
+    SET(CURLOPT_PRIVATE, (void *)h);
+    SET(CURLOPT_SHARE, h->up->share);
+    SET(CURLOPT_ERRORBUFFER, h->errbuf);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)h);
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, (void *)h);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, (void *)h);
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)h->up);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)h->up);
+    SET(CURLOPT_BUFFERSIZE, (long)cfg->upstream_buffer_size);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_HTTP_VERSION, http_version);
+    SET(CURLOPT_PIPEWAIT, cfg->upstream_http2 != UPSTREAM_HTTP2_OFF ? 1L : 0L);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
+    SET(CURLOPT_FORBID_REUSE, cfg->upstream_keepalive == 0 ? 1L : 0L);
+    SET(CURLOPT_MAXAGE_CONN, maxage < 0 ? 0L : maxage);
+    SET(CURLOPT_DNS_CACHE_TIMEOUT, dns_ttl);
+    SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    if (cfg->upstream_unix_socket)
+        SET(CURLOPT_UNIX_SOCKET_PATH, cfg->upstream_unix_socket);
+    if (t->tls) {
+        SET(CURLOPT_SSL_VERIFYPEER, cfg->upstream_tls_verify ? 1L : 0L);
+        SET(CURLOPT_SSL_VERIFYHOST, cfg->upstream_tls_verify ? 2L : 0L);
+        SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        if (cfg->upstream_ca_file) {
+            /* The private CA is trusted alone: the system store is not consulted. */
+            SET(CURLOPT_CAINFO, cfg->upstream_ca_file);
+            SET(CURLOPT_CAPATH, (char *)NULL);
+        }
+        if (cfg->upstream_tls_cert) {
+            SET(CURLOPT_SSLCERT, cfg->upstream_tls_cert);
+            SET(CURLOPT_SSLKEY, cfg->upstream_tls_key ? cfg->upstream_tls_key
+                                                      : cfg->upstream_tls_cert);
+        }
+    }
+#undef SET
+    if (rc != CURLE_OK)
+        return -1;
+    h->configured = target_serial(t);
+    return 0;
+}
+
+static struct upstream_handle *handle_get(struct upstream *up, const struct upstream_target *t)
+{
+    struct upstream_handle *h = up->free_handles;
+    if (h) {
+        up->free_handles = h->next;
+        up->n_free--;
+    } else {
+        h = calloc(1, sizeof(*h));
+        if (!h)
+            return NULL;
+        h->up = up;
+        strbuf_init(&h->head);
+        if (!(h->easy = curl_easy_init())) {
+            free(h);
+            return NULL;
+        }
+    }
+    h->next = NULL;
+    if (h->configured != target_serial(t) && handle_configure(h, t) < 0) {
+        handle_destroy(h);
+        return NULL;
+    }
+    h->tg = t;
+    h->attempts = 0;
+    h->in_head = h->head_done = h->answered = false;
+    h->refused_retry = h->refused_head = h->curl_paused = false;
+    h->errbuf[0] = '\0';
+    strbuf_reset(&h->head);
+    return h;
+}
+
+static bool method_is(const char *method, const char *name)
+{
+    return strcmp(method, name) == 0;
+}
+
+/* The request's method and body on a handle that may have served any other request. */
+static CURLcode set_request(CURL *e, const struct upstream_call *call)
+{
+    const char *m = call->method;
+    CURLcode rc = curl_easy_setopt(e, CURLOPT_URL, call->url);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
+    if (rc != CURLE_OK)
+        return rc;
+    if (call->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body); /* read in place, not copied */
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+        return curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method_is(m, "POST") ? NULL : m);
+    }
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* also forgets an earlier POST body */
+    if (method_is(m, "HEAD")) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        return curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    }
+    return curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method_is(m, "GET") ? NULL : m);
+}
+
+/* Adds a configured handle for `call` to the multi; `done` runs on failure. */
+static void start_handle(struct upstream *up, const struct upstream_target *t,
+                         struct upstream_call *call, bool probe)
+{
+    struct upstream_handle *h = handle_get(up, t);
+    CURLcode rc = CURLE_OUT_OF_MEMORY;
+    if (h) {
+        h->call = call;
+        call->handle = h;
+        call->paused = false;
+        if (probe) {
+            curl_easy_setopt(h->easy, CURLOPT_URL, t->origin);
+            rc = curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 1L);
+            h->retry_ok = true;
+        } else {
+            curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 0L);
+            rc = set_request(h->easy, call);
+            h->retry_ok = method_is(call->method, "GET") || method_is(call->method, "HEAD") ||
+                          method_is(call->method, "OPTIONS") ||
+                          method_is(call->method, "DELETE");
+        }
+    }
+    long maxconnects = (long)t->cfg->upstream_keepalive;
+    if (rc == CURLE_OK && maxconnects != up->maxconnects) {
+        curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, maxconnects ? maxconnects : 1L);
+        up->maxconnects = maxconnects;
+    }
+    if (rc == CURLE_OK) {
+        up->depth++;
+        CURLMcode mrc = curl_multi_add_handle(up->multi, h->easy);
+        up->depth--;
+        if (mrc == CURLM_OK) {
+            settle(up);
             return;
         }
-        if (n < 0) {
-            if (n == -3)
-                tls_report(c);
-            /* A TLS alert before any answer (e.g. a refused client certificate under TLS
-             * 1.3, which the server sends after our handshake completed) is a TLS error. */
-            conn_fail(c, n == -3 && !c->call->answered ? UPSTREAM_ERR_TLS : UPSTREAM_ERR_RESET);
-            return;
-        }
-        c->len += (size_t)n;
-        if (!conn_process(c) || c->fd < 0)
-            return;
-        /* TLS may hold decrypted bytes the socket will not signal again. */
-        if (!c->ssl || SSL_pending(c->ssl) == 0 || c->call->paused)
-            return;
+    }
+    if (h) {
+        call->handle = NULL;
+        handle_put(up, h);
+    }
+    call->cb->done(call->arg, false, UPSTREAM_ERR_OTHER);
+}
+
+/* ---- public ------------------------------------------------------------------------------- */
+
+enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answered, bool tls,
+                                                      const char *detail)
+{
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return UPSTREAM_ERR_DNS;
+    case CURLE_COULDNT_CONNECT:
+        return UPSTREAM_ERR_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return UPSTREAM_ERR_TIMEOUT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        return UPSTREAM_ERR_TLS;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+        /* Under TLS 1.3 a server refusing our client certificate says so with an alert
+         * after the handshake, which libcurl reports as a failed read naming OpenSSL. */
+        if (tls && !answered && detail && strstr(detail, "OpenSSL") && strstr(detail, "alert"))
+            return UPSTREAM_ERR_TLS;
+        return UPSTREAM_ERR_RESET;
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2_STREAM:
+        return UPSTREAM_ERR_RESET;
+    default:
+        return UPSTREAM_ERR_OTHER;
     }
 }
-
-static void conn_on_read(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct upstream_conn *c = arg;
-    c->busy++;
-    conn_readable(c);
-    if (--c->busy == 0 && c->doomed)
-        conn_free(c);
-}
-
-static void conn_on_write(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct upstream_conn *c = arg;
-    c->busy++;
-    if (c->state == CONN_CONNECTING)
-        conn_on_connected(c);
-    else if (c->state == CONN_HANDSHAKE)
-        conn_handshake(c);
-    else if (c->call && c->sent < c->call->head_len + c->call->body_len)
-        conn_push_request(c);
-    else if (c->call) {
-        set_write_interest(c, false); /* SSL_read wanted to write: read again */
-        conn_readable(c);
-    } else
-        set_write_interest(c, false);
-    if (--c->busy == 0 && c->doomed)
-        conn_free(c);
-}
-
-static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct upstream_conn *c = arg;
-    c->busy++;
-    if (c->state == CONN_IDLE)
-        conn_close(c);
-    else
-        conn_fail(c, UPSTREAM_ERR_TIMEOUT); /* connect or TLS handshake too slow */
-    if (--c->busy == 0 && c->doomed)
-        conn_free(c);
-}
-
-/* ---- public ---------------------------------------------------------------------------- */
 
 struct upstream *upstream_new(struct event_base *base)
 {
@@ -758,79 +680,97 @@ struct upstream *upstream_new(struct event_base *base)
     if (!up)
         return NULL;
     up->base = base;
+    up->maxconnects = -1;
+    up->multi = curl_multi_init();
+    up->share = curl_share_init();
+    up->timer = evtimer_new(base, on_timer, up);
+    if (!up->multi || !up->share || !up->timer)
+        goto fail;
+    curl_share_setopt(up->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
     return up;
+fail:
+    upstream_free(up);
+    return NULL;
 }
 
 void upstream_free(struct upstream *up)
 {
     if (!up)
         return;
-    while (up->idle)
-        conn_close(up->idle);
+    up->depth++; /* no settle from callbacks libcurl makes while closing */
+    while (up->cancelled) {
+        struct upstream_handle *h = up->cancelled;
+        up->cancelled = h->next;
+        curl_multi_remove_handle(up->multi, h->easy);
+        handle_destroy(h);
+    }
+    while (up->free_handles) {
+        struct upstream_handle *h = up->free_handles;
+        up->free_handles = h->next;
+        handle_destroy(h);
+    }
+    if (up->multi)
+        curl_multi_cleanup(up->multi); /* closes the cached connections */
+    if (up->share)
+        curl_share_cleanup(up->share);
+    if (up->timer)
+        event_free(up->timer);
+    for (size_t i = 0; i < up->n_socks; i++)
+        if (up->socks[i])
+            sock_free(up->socks[i]);
+    free(up->socks);
     free(up);
 }
 
 void upstream_start(struct upstream *up, const struct upstream_target *t,
                     struct upstream_call *call)
 {
-    call->up = up;
-    call->target = t;
-    call->answered = false;
-    call->paused = false;
-    struct upstream_conn *c = up->idle;
-    while (c && strcmp(c->key, t->key) != 0)
-        c = c->next;
-    call->reused = c != NULL;
-    if (c) {
-        conn_unlink_idle(c);
-        evtimer_del(c->timer);
-    } else if (!(c = conn_new(up, t))) {
-        call->conn = NULL;
-        call->cb->done(call->arg, false, UPSTREAM_ERR_OTHER);
-        return;
-    }
-    c->target = t;
-    c->call = call;
-    call->conn = c;
-    c->head_done = false;
-    c->len = 0;
-    c->sent = 0;
-    c->keep_alive = false;
-    if (call->reused) {
-        c->state = CONN_ACTIVE;
-        conn_push_request(c);
-    } else {
-        conn_connect(c);
-    }
+    start_handle(up, t, call, false);
+}
+
+void upstream_probe(struct upstream *up, const struct upstream_target *t,
+                    struct upstream_call *call)
+{
+    start_handle(up, t, call, true);
 }
 
 void upstream_pause(struct upstream_call *call)
 {
-    if (call->paused || !call->conn)
-        return;
-    call->paused = true;
-    event_del(call->conn->rev);
+    call->paused = true; /* the next write callback answers CURL_WRITEFUNC_PAUSE */
 }
 
 void upstream_resume(struct upstream_call *call)
 {
-    struct upstream_conn *c = call->conn;
-    if (!call->paused || !c)
-        return;
+    struct upstream_handle *h = call->handle;
     call->paused = false;
-    if (c->fd < 0)
+    if (!h || !h->curl_paused)
         return;
-    event_add(c->rev, NULL);
-    if (c->ssl && SSL_pending(c->ssl) > 0)
-        event_active(c->rev, EV_READ, 0);
+    struct upstream *up = h->up;
+    h->curl_paused = false;
+    up->depth++;
+    curl_easy_pause(h->easy, CURLPAUSE_CONT); /* may deliver the held bytes right here */
+    up->depth--;
+    settle(up);
 }
 
 void upstream_cancel(struct upstream_call *call)
 {
-    struct upstream_conn *c = call->conn;
-    if (!c)
+    struct upstream_handle *h = call->handle;
+    if (!h)
         return;
-    c->call = NULL;
-    call->conn = NULL;
-    conn_close(c);
+    struct upstream *up = h->up;
+    call->handle = NULL;
+    h->call = NULL;
+    if (up->depth > 0) {
+        h->next = up->cancelled; /* removed by settle() once libcurl returned */
+        up->cancelled = h;
+        return;
+    }
+    remove_handle(up, h);
+    handle_put(up, h);
+    settle(up);
 }

@@ -1,4 +1,4 @@
-/* upstream_target: the `upstream` URL turned into addresses, a Host value and a TLS context.
+/* upstream_target: the `upstream` URL turned into an origin, a path and a Host value.
  *
  * Only what a reverse proxy needs from a URL is accepted: http or https, a host name, IPv4
  * or [IPv6] literal, an optional port, a path and query. Userinfo and fragments are refused
@@ -6,7 +6,7 @@
  */
 #include "mcpeek/upstream_target.h"
 
-#include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,30 +70,7 @@ int upstream_target_parse_url(const char *url, bool *tls, char *host, size_t hos
     return 0;
 }
 
-static int upstream_target_resolve(struct upstream_target *t, unsigned port, struct strbuf *errors)
-{
-    char service[8];
-    snprintf(service, sizeof(service), "%u", port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *list = NULL;
-    int rc = getaddrinfo(t->host, service, &hints, &list);
-    if (rc != 0) {
-        strbuf_printf(errors, "upstream: cannot resolve '%s': %s\n", t->host, gai_strerror(rc));
-        return -1;
-    }
-    for (struct addrinfo *ai = list; ai && t->n_addrs < UPSTREAM_MAX_ADDRS; ai = ai->ai_next) {
-        if (ai->ai_addrlen > sizeof(t->addrs[0]))
-            continue;
-        memcpy(&t->addrs[t->n_addrs], ai->ai_addr, ai->ai_addrlen);
-        t->addr_lens[t->n_addrs++] = ai->ai_addrlen;
-    }
-    freeaddrinfo(list);
-    if (t->n_addrs == 0) {
-        strbuf_printf(errors, "upstream: '%s' has no usable address\n", t->host);
-        return -1;
-    }
-    return 0;
-}
+static atomic_ulong target_serials;
 
 int upstream_target_init(struct upstream_target *t, const struct mcpeek_config *cfg,
                          struct strbuf *errors)
@@ -116,11 +93,9 @@ int upstream_target_init(struct upstream_target *t, const struct mcpeek_config *
     snprintf(t->authority, sizeof(t->authority), "%s%s%s%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
              port_part);
     snprintf(t->origin, sizeof(t->origin), "%s://%s", t->tls ? "https" : "http", t->authority);
-    snprintf(t->key, sizeof(t->key), "%s:%u", t->origin, port);
     t->path = strdup(*path ? path : "/");
-    t->connect_timeout_ms = cfg->upstream_connect_timeout_ms;
-    t->keepalive = cfg->upstream_keepalive;
-    t->keepalive_timeout_ms = cfg->upstream_keepalive_timeout_ms;
+    t->cfg = cfg;
+    t->serial = atomic_fetch_add(&target_serials, 1) + 1;
     if (!t->path) {
         strbuf_puts(errors, "out of memory\n");
         goto fail;
@@ -135,9 +110,9 @@ int upstream_target_init(struct upstream_target *t, const struct mcpeek_config *
         free(t->path);
         t->path = fixed;
     }
-    if (upstream_target_resolve(t, port, errors) < 0)
-        goto fail;
-    if (t->tls && !(t->ssl_ctx = tls_client_ctx_new(cfg, errors)))
+    /* libcurl loads these files per connection; loading them once here turns a broken file
+     * into a refused (re)load instead of a failure of every request. */
+    if (t->tls && tls_client_files_check(cfg, errors) < 0)
         goto fail;
     return 0;
 fail:
@@ -148,6 +123,5 @@ fail:
 void upstream_target_clear(struct upstream_target *t)
 {
     free(t->path);
-    SSL_CTX_free(t->ssl_ctx);
     memset(t, 0, sizeof(*t));
 }

@@ -11,13 +11,13 @@
 struct event_base;
 struct admin;
 struct metrics;
-struct upstream_target;
+struct generation;
 
 /* `readiness_window_ms`: /readyz is 200 while the upstream answered within this window. */
 struct admin *admin_start(struct event_base *base, const char *listen_spec, struct metrics *metrics,
                           uint32_t readiness_window_ms, struct strbuf *errors);
 void admin_free(struct admin *admin);
-/* Where the readiness probe connects: the upstream target's first address (start, reload). */
-void admin_set_upstream(struct admin *admin, const struct upstream_target *target);
+/* Whose upstream the readiness probe connects to (start, reload); takes a reference. */
+void admin_set_upstream(struct admin *admin, struct generation *gen);
 
 #endif

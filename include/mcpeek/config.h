@@ -20,6 +20,10 @@
 /* `listen` lines accepted (each worker binds one socket per line). */
 #define CONFIG_LISTEN_MAX 16
 
+/* `upstream_http2`: HTTP/1.1 only, HTTP/2 when the server offers it in TLS (ALPN), or
+ * HTTP/2 from the first byte on cleartext (prior knowledge). */
+enum upstream_http2 { UPSTREAM_HTTP2_OFF = 0, UPSTREAM_HTTP2_ON, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE };
+
 struct listen_addr {
     char *host; /* owned; "127.0.0.1", "::1", "0.0.0.0" */
     uint16_t port;
@@ -54,12 +58,16 @@ struct mcpeek_config {
     uint32_t upstream_connect_timeout_ms;   /* 5 s */
     uint32_t upstream_response_timeout_ms;  /* 60 s, to the first response byte */
     unsigned upstream_keepalive;            /* idle connections kept per worker; 128 */
-    uint32_t upstream_keepalive_timeout_ms; /* 60 s */
+    uint32_t upstream_keepalive_timeout_ms; /* 4 s */
     uint32_t stream_idle_timeout_ms;        /* 0 = off */
     bool upstream_tls_verify;               /* on */
     char *upstream_ca_file;
     char *upstream_tls_cert;
     char *upstream_tls_key;
+    size_t upstream_buffer_size;       /* libcurl's receive buffer per transfer; 16 KiB */
+    char *upstream_unix_socket;        /* NULL = TCP to the URL's host and port */
+    uint32_t upstream_dns_ttl_ms;      /* 60 s: how long a resolved address is used */
+    enum upstream_http2 upstream_http2; /* off */
 
     /* front-end TLS */
     char *tls_cert;

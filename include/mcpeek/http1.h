@@ -1,8 +1,8 @@
-/* http1: HTTP/1.x message parsing that allocates nothing (RFC 9112).
+/* http1: HTTP/1.x request parsing for the front end that allocates nothing (RFC 9112).
  *
- * A response head parser whose results point into the caller's buffer, and a chunked
- * transfer-coding decoder that hands back payload spans of the input as it is fed, whatever
- * the chunk boundaries. No I/O here: upstream.c feeds them what it reads.
+ * A request head parser that works in place, and a chunked transfer-coding decoder that
+ * hands back payload spans of the input as it is fed, whatever the chunk boundaries. No I/O
+ * here: client.c feeds them what it reads. Upstream responses are parsed by libcurl.
  */
 #ifndef MCPEEK_HTTP1_H
 #define MCPEEK_HTTP1_H
@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Headers kept per response head; a head with more is refused as malformed. */
+/* Headers kept per request head; a head with more is refused (431). */
 #define HTTP1_MAX_HEADERS 100
 
 /* One header field; name and value point into the parsed buffer, not NUL terminated.
@@ -23,19 +23,6 @@ struct http1_header {
     const char *value;
     size_t value_len;
 };
-
-struct http1_response {
-    int minor;  /* the x of HTTP/1.x */
-    int status; /* 100..999 */
-    struct http1_header headers[HTTP1_MAX_HEADERS];
-    size_t n_headers;
-};
-
-/* Parses the response head at the start of buf[0..len). Returns the head's length in bytes
- * (through the empty line) when it is complete, 0 when more bytes are needed, -1 when it is
- * malformed. Lines may end in CRLF or a bare LF (RFC 9112 2.2); obsolete line folding and
- * header names with whitespace before the colon are refused. */
-ssize_t http1_parse_response_head(const char *buf, size_t len, struct http1_response *out);
 
 struct http1_request {
     const char *method; /* NUL terminated inside the parsed buffer, like every span below */
@@ -59,9 +46,6 @@ int http1_parse_request_head(char *buf, size_t head_len, struct http1_request *o
 
 /* The value of the first request header named `name` (case-insensitive), or NULL. */
 const char *http1_request_header(const struct http1_request *r, const char *name);
-
-/* The value of the first header named `name` (case-insensitive), or NULL; `*len` is set. */
-const char *http1_find_header(const struct http1_response *r, const char *name, size_t *len);
 
 /* True when the comma-separated header value contains `token` (case-insensitive). */
 bool http1_value_has_token(const char *value, size_t len, const char *token);

@@ -24,6 +24,7 @@ enum upstream_error_kind {
     UPSTREAM_ERR_RESET,
     UPSTREAM_ERR_TLS,
     UPSTREAM_ERR_OTHER,
+    UPSTREAM_ERR_DNS, /* the upstream's name did not resolve */
     UPSTREAM_ERR_KIND_COUNT
 };
 

@@ -1,72 +1,96 @@
-/* upstream: HTTP/1.1 client to the MCP server, with a keep-alive pool per worker.
+/* upstream: requests to the MCP server through libcurl's multi interface, one per worker.
  *
- * One `struct upstream` per worker, driven by that worker's event_base. A call writes a
- * request head the caller built plus the request body, then streams the answer back:
- * the final response head once, body payload as it arrives (chunked coding removed), and
- * exactly one `done`. Connections go back to the pool when a response ended cleanly and
- * both sides allow keep-alive. Plain TCP or TLS (OpenSSL, verified by default). See
- * docs/performance.md for why this replaced libcurl.
+ * One `struct upstream` per event_base (each worker's, and the admin loop's readiness probe)
+ * owns a curl multi handle driven by that loop (multi_socket: libcurl says which sockets and
+ * timeouts it waits for, the loop tells it when they fire), a pool of reusable easy handles
+ * and libcurl's connection cache. A call streams the answer back: the final response head
+ * once, the body as libcurl decodes it (chunked coding removed, nothing buffered beyond one
+ * read), and exactly one `done`. A request that may have reached the server is never sent a
+ * second time unless its method is idempotent.
  */
 #ifndef MCPEEK_UPSTREAM_H
 #define MCPEEK_UPSTREAM_H
 
+#include <curl/curl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mcpeek/http1.h"
 #include "mcpeek/metrics.h"
 #include "mcpeek/upstream_target.h"
 
 struct event_base;
 struct upstream;
-struct upstream_conn;
+struct upstream_handle;
+
+/* One response header field; spans valid during the `head` call only, not NUL terminated.
+ * Leading and trailing whitespace of the value is removed. */
+struct upstream_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/* Header fields kept per response head; more are not relayed (libcurl itself refuses a head
+ * larger than 100 KiB). */
+#define UPSTREAM_MAX_HEADERS 100
 
 struct upstream_callbacks {
-    /* The final (non-1xx) response head; its spans are valid during the call only. */
-    void (*head)(void *arg, const struct http1_response *head);
-    /* Response payload, in order, chunked coding removed. */
+    /* The final (non-1xx) response head. Returning false refuses the answer: the call ends
+     * with UPSTREAM_ERR_OTHER and nothing more is delivered. */
+    bool (*head)(void *arg, int status, const struct upstream_header *headers, size_t n);
+    /* Response payload, in order, transfer coding removed. */
     void (*body)(void *arg, const char *data, size_t len);
-    /* The call ended: `ok`, or failed with `kind` (meaningless when ok). Runs once, last;
-     * the call may be freed from inside it. */
+    /* The call ended: `ok`, or failed with `kind` (meaningless when ok). Runs once, last,
+     * never from inside a libcurl callback; the call may be freed from inside it. */
     void (*done)(void *arg, bool ok, enum upstream_error_kind kind);
 };
 
-/* Caller-owned, embedded in the caller's exchange so starting a call allocates nothing.
- * The head and body must stay valid until `done` ran or upstream_cancel() returned. */
+/* Caller-owned, embedded in the caller's exchange. Every pointer must stay valid until `done`
+ * ran or upstream_cancel() returned: libcurl reads the body in place (no copy). */
 struct upstream_call {
     const struct upstream_callbacks *cb;
     void *arg;
-    const char *head; /* "POST /mcp HTTP/1.1\r\n...\r\n\r\n" */
-    size_t head_len;
-    const char *body;
+    const char *method;         /* "POST", "GET", "DELETE", "HEAD", ... */
+    const char *url;            /* absolute URL, NUL terminated */
+    struct curl_slist *headers; /* request header lines, caller-owned (see libcurl's
+                                 * CURLOPT_HTTPHEADER: "Name:" with no value suppresses a
+                                 * header libcurl would add) */
+    const char *body;           /* sent as is with a Content-Length; NULL = no body */
     size_t body_len;
-    bool no_body_expected; /* a HEAD request: the response has no payload */
     /* private to upstream.c */
-    struct upstream *up;
-    const struct upstream_target *target;
-    struct upstream_conn *conn;
-    bool reused;   /* sent on a pooled connection: may be retried once on a fresh one */
-    bool answered; /* a response byte arrived */
-    bool paused;
+    struct upstream_handle *handle; /* NULL when not running */
+    bool paused;                    /* the caller asked to stop receiving */
 };
 
+/* NULL when libcurl or libevent cannot be set up. */
 struct upstream *upstream_new(struct event_base *base);
-/* Frees the pool; every call must have ended or been cancelled. */
+/* Every call must have ended or been cancelled. Closes the cached connections. */
 void upstream_free(struct upstream *up);
 
-/* Starts `call` (cb, arg, head, body set by the caller). `done` runs exactly once unless
- * the call is cancelled first, possibly before this returns (nothing to connect to, out of
- * memory): call it last. */
-void upstream_start(struct upstream *up, const struct upstream_target *t,
+/* Starts `call` with `target`'s settings. `done` runs exactly once unless the call is
+ * cancelled first; it may run before this returns (out of memory): call it last. */
+void upstream_start(struct upstream *up, const struct upstream_target *target,
                     struct upstream_call *call);
 
-/* Stops reading the response (the client is slow) / reads again. */
+/* Stops receiving the response (the client reads slowly) / receives again. Data libcurl has
+ * already read is held by libcurl, not delivered, until resumed. */
 void upstream_pause(struct upstream_call *call);
 void upstream_resume(struct upstream_call *call);
 
-/* Ends a running call without `done`; its connection is closed (the response was not read
- * to its end). Safe from inside the call's own callbacks, and on a call that ended. */
+/* Ends a running call without `done`; its connection is closed when the response was not
+ * read to its end. Safe from inside the call's own callbacks, and on a call that ended. */
 void upstream_cancel(struct upstream_call *call);
+
+/* Connects to `target` without sending a request (readiness probe); `done` says whether the
+ * connection (and TLS handshake) succeeded. The call needs cb and arg only. */
+void upstream_probe(struct upstream *up, const struct upstream_target *target,
+                    struct upstream_call *call);
+
+/* The error cause for a failed transfer: `code` is libcurl's result, `answered` whether any
+ * response byte arrived, `tls` whether the upstream is https. docs/logging.md has the table. */
+enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answered, bool tls,
+                                                      const char *detail);
 
 #endif

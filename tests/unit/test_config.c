@@ -255,6 +255,10 @@ static void assert_config_equal(const struct mcpeek_config *a, const struct mcpe
     assert_int_equal(a->upstream_response_timeout_ms, b->upstream_response_timeout_ms);
     assert_int_equal(a->upstream_keepalive, b->upstream_keepalive);
     assert_int_equal(a->upstream_keepalive_timeout_ms, b->upstream_keepalive_timeout_ms);
+    assert_int_equal(a->upstream_buffer_size, b->upstream_buffer_size);
+    assert_str_or_null(a->upstream_unix_socket, b->upstream_unix_socket);
+    assert_int_equal(a->upstream_dns_ttl_ms, b->upstream_dns_ttl_ms);
+    assert_int_equal(a->upstream_http2, b->upstream_http2);
     assert_int_equal(a->stream_idle_timeout_ms, b->stream_idle_timeout_ms);
     assert_int_equal(a->upstream_tls_verify, b->upstream_tls_verify);
     assert_str_or_null(a->upstream_ca_file, b->upstream_ca_file);
@@ -353,7 +357,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->upstream_connect_timeout_ms, 5000);
     assert_int_equal(cfg->upstream_response_timeout_ms, 60000);
     assert_int_equal(cfg->upstream_keepalive, 128);
-    assert_int_equal(cfg->upstream_keepalive_timeout_ms, 60000);
+    assert_int_equal(cfg->upstream_keepalive_timeout_ms, 4000);
+    assert_int_equal(cfg->upstream_buffer_size, 16 * 1024);
+    assert_null(cfg->upstream_unix_socket);
+    assert_int_equal(cfg->upstream_dns_ttl_ms, 60000);
+    assert_int_equal(cfg->upstream_http2, UPSTREAM_HTTP2_OFF);
     assert_int_equal(cfg->stream_idle_timeout_ms, 0);
     assert_true(cfg->upstream_tls_verify);
     assert_null(cfg->upstream_ca_file);
@@ -412,6 +420,10 @@ static void test_every_key_from_file(void **state)
              "upstream_response_timeout 2m\n"
              "upstream_keepalive 0\n"
              "upstream_keepalive_timeout 5s\n"
+             "upstream_buffer_size 4k\n"
+             "upstream_unix_socket /run/mcp/server.sock\n"
+             "upstream_dns_ttl 5s\n"
+             "upstream_http2 prior-knowledge\n"
              "stream_idle_timeout 5m\n"
              "upstream_tls_verify off\n"
              "upstream_ca_file %s\n"
@@ -453,6 +465,10 @@ static void test_every_key_from_file(void **state)
     assert_int_equal(cfg->upstream_response_timeout_ms, 120000);
     assert_int_equal(cfg->upstream_keepalive, 0);
     assert_int_equal(cfg->upstream_keepalive_timeout_ms, 5000);
+    assert_int_equal(cfg->upstream_buffer_size, 4096);
+    assert_string_equal(cfg->upstream_unix_socket, "/run/mcp/server.sock");
+    assert_int_equal(cfg->upstream_dns_ttl_ms, 5000);
+    assert_int_equal(cfg->upstream_http2, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE);
     assert_int_equal(cfg->stream_idle_timeout_ms, 300000);
     assert_false(cfg->upstream_tls_verify);
     assert_string_equal(cfg->upstream_ca_file, f);
@@ -805,6 +821,22 @@ static void test_words(void **state)
     expect_buf_error("user_location city",
                      "F:1: invalid value 'city' for user_location: expected off, coarse or "
                      "full\n");
+
+    cfg = buf_ok("upstream_http2 on");
+    assert_int_equal(cfg->upstream_http2, UPSTREAM_HTTP2_ON);
+    config_free(cfg);
+    cfg = buf_ok("upstream_http2 Prior-Knowledge");
+    assert_int_equal(cfg->upstream_http2, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE);
+    config_free(cfg);
+    expect_buf_error("upstream_http2 h2c",
+                     "F:1: invalid value 'h2c' for upstream_http2: expected off, on or "
+                     "prior-knowledge\n");
+    cfg = buf_ok("upstream_unix_socket off");
+    assert_null(cfg->upstream_unix_socket);
+    config_free(cfg);
+    expect_buf_error("upstream_unix_socket run/mcp.sock",
+                     "F:1: invalid value 'run/mcp.sock' for upstream_unix_socket: expected an "
+                     "absolute path shorter than 108 bytes\n");
 
     cfg = buf_ok("tls_min_version tlsv1.3"); /* stored in its canonical spelling */
     assert_string_equal(cfg->tls_min_version, "TLSv1.3");
@@ -1181,7 +1213,7 @@ static void test_usage_lists_every_key(void **state)
     size_t n = usage_keys(keys, 64);
 
     (void)state;
-    assert_int_equal(n, 35); /* the members of struct mcpeek_config, source_path aside */
+    assert_int_equal(n, 39); /* the members of struct mcpeek_config, source_path aside */
     for (size_t i = 0; i < n; i++) {
         struct cli_args args;
         char flag[80], *err;

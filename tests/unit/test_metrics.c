@@ -321,7 +321,7 @@ static void test_label_escaping(void **state)
 
 static void test_upstream_error_kinds(void **state)
 {
-    static const char *const kinds[] = {"connect", "timeout", "reset", "tls", "other"};
+    static const char *const kinds[] = {"connect", "timeout", "reset", "tls", "other", "dns"};
     struct metrics *m = metrics_new(2, 100, "x");
     char series[80], *text;
     int lines;
@@ -329,7 +329,7 @@ static void test_upstream_error_kinds(void **state)
     (void)state;
     assert_non_null(m);
     text = render(m); /* every kind is present before anything failed */
-    for (size_t k = 0; k < 5; k++) {
+    for (size_t k = 0; k < 6; k++) {
         snprintf(series, sizeof(series), "mcpeek_upstream_errors_total{kind=\"%s\"}", kinds[k]);
         expect_sample(text, series, 0);
     }
@@ -349,9 +349,10 @@ static void test_upstream_error_kinds(void **state)
     expect_sample(text, "mcpeek_upstream_errors_total{kind=\"reset\"}", 0);
     expect_sample(text, "mcpeek_upstream_errors_total{kind=\"tls\"}", 3);
     expect_sample(text, "mcpeek_upstream_errors_total{kind=\"other\"}", 2);
+    expect_sample(text, "mcpeek_upstream_errors_total{kind=\"dns\"}", 0);
     sum_prefix(text, "mcpeek_upstream_errors_total{", &lines);
-    if (lines != 5)
-        fail_msg("upstream_errors_total: expected 5 series, got %d", lines);
+    if (lines != 6)
+        fail_msg("upstream_errors_total: expected 6 series, got %d", lines);
     free(text);
     metrics_free(m);
 }
