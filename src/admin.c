@@ -31,9 +31,9 @@ struct admin {
     struct evhttp *http;
     struct event_base *base;
     struct event *probe_timer;
-    struct upstream *upstream;     /* the probe's multi handle */
-    struct upstream_call probe;    /* running while probe.handle is set */
-    struct generation *gen;        /* whose upstream is probed; one reference, NULL = none */
+    struct upstream *upstream;  /* the probe's multi handle */
+    struct upstream_call probe; /* running while probe.handle is set */
+    struct generation *gen;     /* whose upstream is probed; one reference, NULL = none */
     struct metrics *metrics;
     uint32_t readiness_window_ms;
     struct strbuf scratch; /* the metrics page, reused per scrape */

@@ -778,8 +778,8 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
         USER_LOCATION_OFF, USER_LOCATION_COARSE, USER_LOCATION_FULL};
     static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3"};
     static const char *const http2_modes[] = {"off", "on", "prior-knowledge"};
-    static const enum upstream_http2 http2_values[] = {
-        UPSTREAM_HTTP2_OFF, UPSTREAM_HTTP2_ON, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE};
+    static const enum upstream_http2 http2_values[] = {UPSTREAM_HTTP2_OFF, UPSTREAM_HTTP2_ON,
+                                                       UPSTREAM_HTTP2_PRIOR_KNOWLEDGE};
     const char *v = tok[0], *why;
     char host[CONFIG_HOST_MAX + 1];
     unsigned long long num;

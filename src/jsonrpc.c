@@ -1,10 +1,10 @@
-/* jsonrpc: one request body -> struct mcp_request, in one pass of json_scan and no tree.
+/* jsonrpc: one request body -> struct mcp_request, parsed by jansson into a tree once.
  *
- * The scan validates the whole body while it records where the first message's fields are
- * (spans into the body, no copies); only once the body has proven valid are those few spans
- * decoded into capped heap copies, so an invalid body costs no malloc at all. Every message of a
- * batch is checked to be JSON-RPC 2.0. Duplicate keys: the last one wins, as with jansson, which
- * mcpeek used before and which the fuzzer still compares against.
+ * json_loadb builds the tree in the worker's arena (json_arena.c), so the tree costs a pointer
+ * bump per node and is dropped whole afterwards. We read the few fields the log needs from the
+ * first message, copy them capped on a UTF-8 boundary, and check that every message of a batch
+ * is JSON-RPC 2.0. jansson caps nesting (2048 levels), so hostile depth is a parse error, not a
+ * stack overflow. Fields are filled best effort even when the status is JSONRPC_INVALID_RPC.
  */
 #include "mcpeek/jsonrpc.h"
 
@@ -13,33 +13,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mcpeek/json_scan.h"
+#include "mcpeek/json_arena.h"
 #include "mcpeek/strbuf.h"
+
+/* Any JSON value at top level (RFC 8259), so `42` is "not JSON-RPC" rather than "not JSON";
+ * \u0000 inside strings is valid JSON too (copies mark it as U+FFFD). Duplicate keys: the
+ * last one wins. */
+#define JSONRPC_DECODE_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL)
 
 /* Fits "%.17g" of any double plus the ".0" jansson appends ("-2.2250738585072014e-308"). */
 #define JSONRPC_REALBUF 40
 
-/* What one message says about itself: the last occurrence of each member that matters. */
-struct jsonrpc_msg {
-    bool is_object;
-    struct json_scan_value jsonrpc;
-    struct json_scan_value method;
-    struct json_scan_value id;
-    bool has_result; /* present, whatever the value (null included) */
-    bool has_error;
-};
-
-/* What the log reads from the first message's params (a later "params" replaces it whole). */
-struct jsonrpc_params {
-    struct json_scan_value name;
-    struct openai_meta_found meta;
-};
-
 static void jsonrpc_error(struct mcp_request *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Formats the reason into out->error. The scanner's reasons are static ASCII and never quote the
- * body, but the filter stays so the reason is safe to log whatever a caller formats into it. */
+/* Formats the reason into out->error. jansson's messages may quote body bytes ("near '...'"),
+ * so anything outside printable ASCII becomes '?': the reason is always safe to log. */
 static void jsonrpc_error(struct mcp_request *out, const char *fmt, ...)
 {
     va_list ap;
@@ -53,81 +42,36 @@ static void jsonrpc_error(struct mcp_request *out, const char *fmt, ...)
             *p = '?';
 }
 
-/* Consumes params (any value; only an object is read). */
-static int jsonrpc_scan_params(struct json_scan *sc, struct jsonrpc_params *params)
+static bool jsonrpc_string_is(const json_t *v, const char *lit)
 {
-    struct json_scan_value key;
-    int r;
+    size_t n = strlen(lit);
 
-    memset(params, 0, sizeof(*params));
-    if (json_scan_peek(sc) != JSON_SCAN_OBJECT)
-        return json_scan_value(sc, NULL);
-    if (json_scan_enter(sc) < 0)
-        return -1;
-    while ((r = json_scan_member(sc, &key)) == 1) {
-        if (json_scan_string_is(&key, "name"))
-            r = json_scan_value(sc, &params->name);
-        else if (json_scan_string_is(&key, "_meta"))
-            r = openai_meta_scan(sc, &params->meta);
-        else
-            r = json_scan_value(sc, NULL);
-        if (r < 0)
-            return -1;
-    }
-    return r;
+    return json_is_string(v) && json_string_length(v) == n &&
+           memcmp(json_string_value(v), lit, n) == 0;
 }
 
-/* Consumes one message (any value). `params` is NULL except for the first message, the only
- * one whose params the log reads. */
-static int jsonrpc_scan_msg(struct json_scan *sc, struct jsonrpc_msg *msg,
-                            struct jsonrpc_params *params)
+/* Capped heap copy of a JSON string (NULs become U+FFFD); NULL if not a string. */
+static char *jsonrpc_copy(const json_t *v, size_t max_string)
 {
-    struct json_scan_value key;
-    int r;
-
-    memset(msg, 0, sizeof(*msg));
-    if (json_scan_peek(sc) != JSON_SCAN_OBJECT)
-        return json_scan_value(sc, NULL);
-    msg->is_object = true;
-    if (json_scan_enter(sc) < 0)
-        return -1;
-    while ((r = json_scan_member(sc, &key)) == 1) {
-        if (json_scan_string_is(&key, "jsonrpc")) {
-            r = json_scan_value(sc, &msg->jsonrpc);
-        } else if (json_scan_string_is(&key, "method")) {
-            r = json_scan_value(sc, &msg->method);
-        } else if (json_scan_string_is(&key, "id")) {
-            r = json_scan_value(sc, &msg->id);
-        } else if (json_scan_string_is(&key, "result")) {
-            msg->has_result = true;
-            r = json_scan_value(sc, NULL);
-        } else if (json_scan_string_is(&key, "error")) {
-            msg->has_error = true;
-            r = json_scan_value(sc, NULL);
-        } else if (params && json_scan_string_is(&key, "params")) {
-            r = jsonrpc_scan_params(sc, params);
-        } else {
-            r = json_scan_value(sc, NULL);
-        }
-        if (r < 0)
-            return -1;
-    }
-    return r;
+    const char *s = json_string_value(v);
+    return s ? openai_meta_copy(s, json_string_length(v), max_string) : NULL;
 }
 
 /* NULL when `msg` is a JSON-RPC 2.0 message, else the reason it is not. */
-static const char *jsonrpc_check(const struct jsonrpc_msg *msg)
+static const char *jsonrpc_check(const json_t *msg)
 {
-    if (!msg->is_object)
+    const json_t *method;
+
+    if (!json_is_object(msg))
         return "not an object";
-    if (!json_scan_string_is(&msg->jsonrpc, "2.0"))
+    if (!jsonrpc_string_is(json_object_get(msg, "jsonrpc"), "2.0"))
         return "\"jsonrpc\" is not \"2.0\"";
-    if (msg->method.type == JSON_SCAN_STRING)
+    method = json_object_get(msg, "method");
+    if (json_is_string(method))
         return NULL;
-    if (msg->has_result || msg->has_error)
+    if (json_object_get(msg, "result") || json_object_get(msg, "error"))
         return NULL;
-    return msg->method.type != JSON_SCAN_NONE ? "\"method\" is not a string"
-                                              : "no \"method\", \"result\" or \"error\"";
+    return method ? "\"method\" is not a string" : "no \"method\", \"result\" or \"error\"";
 }
 
 /* jansson's real encoding (jsonp_dtostr): "%.*g", ".0" added when that looks like an integer,
@@ -171,48 +115,39 @@ static char *jsonrpc_real_id_json(double v)
     return strdup(buf);
 }
 
-/* The id as JSON: 47, "abc", null, 1.5 (numbers as jansson printed them; strings escaped by
+/* The id as JSON: 47, "abc", null, 1.5 (numbers as jansson prints them; strings escaped by
  * strbuf_json_string, the log's own writer). A string id longer than max_string has its
  * value capped before encoding, so the result is always valid JSON. Object and array ids (not
- * allowed by JSON-RPC) are not recorded: their encoding would be unbounded. A number that fits
- * neither a long long nor a double (jansson refused the whole body) is kept as it was spelled,
- * which is valid JSON. */
-static char *jsonrpc_id_json(const struct json_scan_value *id, size_t max_string)
+ * allowed by JSON-RPC) are not recorded: their encoding would be unbounded. Built with
+ * malloc, never from the arena: it outlives the tree. */
+static char *jsonrpc_id_json(const json_t *id, size_t max_string)
 {
-    char *decoded;
+    char buf[JSONRPC_REALBUF];
     struct strbuf quoted;
-    long long i;
-    double d;
-    size_t n;
 
-    switch (id->type) {
-    case JSON_SCAN_NULL:
-    case JSON_SCAN_TRUE:
-    case JSON_SCAN_FALSE:
-        return strndup(id->text, id->len);
-    case JSON_SCAN_NUMBER:
-        if (id->integer && json_scan_int64(id, &i) == 0) {
-            char buf[JSONRPC_REALBUF];
-            snprintf(buf, sizeof(buf), "%lld", i);
-            return strdup(buf);
-        }
-        if (!id->integer && json_scan_double(id, &d) == 0)
-            return jsonrpc_real_id_json(d);
-        return strndup(id->text, id->len);
-    case JSON_SCAN_STRING:
-        n = id->len < max_string ? id->len : max_string;
-        decoded = malloc(n + 1);
-        if (!decoded)
-            return NULL;
-        n = json_scan_decode(id, decoded, n, 0);
+    switch (json_typeof(id)) {
+    case JSON_NULL:
+        return strdup("null");
+    case JSON_TRUE:
+        return strdup("true");
+    case JSON_FALSE:
+        return strdup("false");
+    case JSON_INTEGER:
+        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+        return strdup(buf);
+    case JSON_REAL:
+        return jsonrpc_real_id_json(json_real_value(id));
+    case JSON_STRING: {
+        const char *s = json_string_value(id);
+        size_t n = utf8_prefix_len(s, json_string_length(id), max_string);
         strbuf_init(&quoted);
-        strbuf_json_string(&quoted, decoded, n, n); /* valid UTF-8 already: nothing is cut */
-        free(decoded);
+        strbuf_json_string(&quoted, s, n, n);
         if (quoted.oom) {
             strbuf_free(&quoted);
             return NULL;
         }
         return quoted.data;
+    }
     default:
         return NULL;
     }
@@ -220,85 +155,73 @@ static char *jsonrpc_id_json(const struct json_scan_value *id, size_t max_string
 
 /* Copies what the log needs from the first message. An allocation failure leaves that one
  * field NULL: the summary is best effort, the request is forwarded either way. */
-static void jsonrpc_describe(const struct jsonrpc_msg *msg, const struct jsonrpc_params *params,
-                             size_t max_string, struct mcp_request *out)
+static void jsonrpc_describe(const json_t *msg, size_t max_string, struct mcp_request *out)
 {
-    bool has_method = msg->method.type == JSON_SCAN_STRING;
+    const json_t *method = json_object_get(msg, "method");
+    const json_t *id = json_object_get(msg, "id");
+    const json_t *params = json_object_get(msg, "params");
 
-    out->method = json_scan_strdup(&msg->method, max_string);
-    if (msg->id.type != JSON_SCAN_NONE)
-        out->id_json = jsonrpc_id_json(&msg->id, max_string);
-    out->notification = has_method && msg->id.type == JSON_SCAN_NONE;
-    out->response = !has_method && (msg->has_result || msg->has_error);
-    if (json_scan_string_is(&msg->method, "tools/call"))
-        out->tool = json_scan_strdup(&params->name, max_string);
-    out->openai = openai_meta_build(&params->meta, max_string);
+    out->method = jsonrpc_copy(method, max_string);
+    if (id)
+        out->id_json = jsonrpc_id_json(id, max_string);
+    out->notification = json_is_string(method) && !id;
+    out->response = !json_is_string(method) &&
+                    (json_object_get(msg, "result") || json_object_get(msg, "error"));
+    if (jsonrpc_string_is(method, "tools/call"))
+        out->tool = jsonrpc_copy(json_object_get(params, "name"), max_string);
+    out->openai = openai_meta_from_json(json_object_get(params, "_meta"), max_string);
 }
 
 enum jsonrpc_status jsonrpc_parse(const char *body, size_t len, size_t max_string,
                                   struct mcp_request *out)
 {
-    struct json_scan sc;
-    struct jsonrpc_msg first, msg;
-    struct jsonrpc_params params;
-    const char *why = NULL;
-    size_t n = 0, bad = 0, line, column;
-    bool is_batch;
+    json_error_t jerr;
+    json_t *root, *first;
+    const char *why;
+    bool in_arena;
 
     memset(out, 0, sizeof(*out));
     if (!body || len == 0) {
         out->status = JSONRPC_EMPTY;
         jsonrpc_error(out, "empty body");
-        goto out;
+        return out->status;
     }
-
-    memset(&first, 0, sizeof(first));
-    memset(&params, 0, sizeof(params));
-    json_scan_init(&sc, body, len);
-    is_batch = json_scan_peek(&sc) == JSON_SCAN_ARRAY;
-    if (is_batch) {
-        if (json_scan_enter(&sc) == 0) {
-            while (json_scan_element(&sc) == 1) {
-                if (jsonrpc_scan_msg(&sc, &msg, n == 0 ? &params : NULL) < 0)
-                    break;
-                if (n == 0)
-                    first = msg;
-                if (!why && (why = jsonrpc_check(&msg)) != NULL)
-                    bad = n;
-                n++;
-            }
-        }
-    } else if (jsonrpc_scan_msg(&sc, &first, &params) == 0) {
-        why = jsonrpc_check(&first);
-        n = 1;
-    }
-    if (json_scan_end(&sc) < 0) {
+    in_arena = json_arena_begin();
+    root = json_loadb(body, len, JSONRPC_DECODE_FLAGS, &jerr);
+    if (!root) {
         out->status = JSONRPC_INVALID_JSON;
-        json_scan_where(&sc, &line, &column);
-        jsonrpc_error(out, "invalid JSON at line %zu column %zu (byte %zu): %s", line, column,
-                      sc.error_pos, sc.error);
+        jsonrpc_error(out, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                      jerr.text);
         goto out;
     }
 
-    out->is_batch = is_batch;
-    out->batch = n;
-    if (n == 0) {
+    out->is_batch = json_is_array(root);
+    out->batch = out->is_batch ? json_array_size(root) : 1;
+    if (out->batch == 0) {
         out->status = JSONRPC_INVALID_RPC;
         jsonrpc_error(out, "not JSON-RPC 2.0: empty batch");
         goto out;
     }
-    if (first.is_object)
-        jsonrpc_describe(&first, &params, max_string, out);
+    first = out->is_batch ? json_array_get(root, 0) : root;
+    if (json_is_object(first))
+        jsonrpc_describe(first, max_string, out);
+
     out->status = JSONRPC_OK;
-    if (why) {
+    for (size_t i = 0; i < out->batch; i++) {
+        why = jsonrpc_check(out->is_batch ? json_array_get(root, i) : root);
+        if (!why)
+            continue;
         out->status = JSONRPC_INVALID_RPC;
-        if (is_batch)
-            jsonrpc_error(out, "not JSON-RPC 2.0: batch element %zu: %s", bad, why);
+        if (out->is_batch)
+            jsonrpc_error(out, "not JSON-RPC 2.0: batch element %zu: %s", i, why);
         else
             jsonrpc_error(out, "not JSON-RPC 2.0: %s", why);
+        break;
     }
 
 out:
+    json_arena_release(root, in_arena);
+    json_arena_end();
     return out->status;
 }
 
@@ -313,57 +236,23 @@ void mcp_request_clear(struct mcp_request *req)
     memset(req, 0, sizeof(*req));
 }
 
-/* Consumes one message, recording its last error.code (reset by every later "error"). */
-static int jsonrpc_scan_error_code(struct json_scan *sc, struct json_scan_value *code)
-{
-    struct json_scan_value key;
-    int r;
-
-    if (json_scan_peek(sc) != JSON_SCAN_OBJECT)
-        return json_scan_value(sc, NULL);
-    if (json_scan_enter(sc) < 0)
-        return -1;
-    while ((r = json_scan_member(sc, &key)) == 1) {
-        if (!json_scan_string_is(&key, "error") || json_scan_peek(sc) != JSON_SCAN_OBJECT) {
-            if (json_scan_string_is(&key, "error"))
-                memset(code, 0, sizeof(*code));
-            r = json_scan_value(sc, NULL);
-        } else {
-            memset(code, 0, sizeof(*code));
-            r = json_scan_enter(sc);
-            while (r == 0 && (r = json_scan_member(sc, &key)) == 1)
-                r = json_scan_value(sc, json_scan_string_is(&key, "code") ? code : NULL);
-        }
-        if (r < 0)
-            return -1;
-    }
-    return r;
-}
-
 bool jsonrpc_response_error_code(const char *body, size_t len, long long *code)
 {
-    struct json_scan sc;
-    struct json_scan_value c;
-    long long v;
-    int r;
+    json_t *root, *msg, *c;
+    bool found = false, in_arena;
 
     if (!body || len == 0)
         return false;
-    memset(&c, 0, sizeof(c));
-    json_scan_init(&sc, body, len);
-    if (json_scan_peek(&sc) == JSON_SCAN_ARRAY) {
-        r = json_scan_enter(&sc);
-        if (r == 0 && (r = json_scan_element(&sc)) == 1) {
-            r = jsonrpc_scan_error_code(&sc, &c);
-            while (r == 0 && (r = json_scan_element(&sc)) == 1)
-                r = json_scan_value(&sc, NULL);
-        }
-    } else {
-        jsonrpc_scan_error_code(&sc, &c);
+    in_arena = json_arena_begin();
+    root = json_loadb(body, len, JSONRPC_DECODE_FLAGS, NULL);
+    msg = json_is_array(root) ? json_array_get(root, 0) : root;
+    c = json_object_get(json_object_get(msg, "error"), "code");
+    if (json_is_integer(c)) {
+        if (code)
+            *code = (long long)json_integer_value(c);
+        found = true;
     }
-    if (json_scan_end(&sc) < 0 || json_scan_int64(&c, &v) < 0)
-        return false;
-    if (code)
-        *code = v;
-    return true;
+    json_arena_release(root, in_arena);
+    json_arena_end();
+    return found;
 }

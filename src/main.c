@@ -22,6 +22,7 @@
 #include "mcpeek/config.h"
 #include "mcpeek/diag.h"
 #include "mcpeek/generation.h"
+#include "mcpeek/json_arena.h"
 #include "mcpeek/metrics.h"
 #include "mcpeek/session_map.h"
 #include "mcpeek/worker.h"
@@ -267,8 +268,8 @@ int main(int argc, char **argv)
     }
     if (d.args.action == CLI_VERSION) {
         printf("mcpeek %s (libevent %s, jansson %s, libcurl %s, %s)\n", MCPEEK_VERSION,
-               event_get_version(), jansson_version_str(), curl_version_info(CURLVERSION_NOW)->version,
-               OpenSSL_version(OPENSSL_VERSION));
+               event_get_version(), jansson_version_str(),
+               curl_version_info(CURLVERSION_NOW)->version, OpenSSL_version(OPENSSL_VERSION));
         rc = 0;
         goto out;
     }
@@ -290,6 +291,7 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    json_arena_install(); /* before the workers: jansson's allocator is process-wide */
     if (evthread_use_pthreads() != 0) {
         fputs("cannot initialise libevent threading\n", stderr);
         goto out;

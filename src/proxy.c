@@ -43,7 +43,7 @@ struct exchange {
     struct strbuf req_head;     /* URL, then each header line sent upstream, NUL separated */
     struct curl_slist *req_hdr; /* libcurl's list over the lines of req_head, owned */
     size_t req_hdr_cap;
-    struct event *timer;    /* response timeout, then stream idle timeout */
+    struct event *timer; /* response timeout, then stream idle timeout */
 
     struct mcp_request rpc;
     bool has_body;

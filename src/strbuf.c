@@ -149,10 +149,7 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Length of the well-formed UTF-8 sequence starting at s[0] (n > 0 bytes available, s[0]
- * >= 0x80), or 0 when it is invalid: overlong, surrogate, above U+10FFFF or truncated.
- * Follows Table 3-7 of the Unicode standard. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+size_t utf8_seq_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     unsigned char lo = 0x80, hi = 0xbf;

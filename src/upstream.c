@@ -74,10 +74,10 @@ struct upstream_handle {
 struct upstream {
     struct event_base *base;
     CURLM *multi;
-    CURLSH *share;       /* TLS session cache of this loop's handles */
-    struct event *timer; /* libcurl's timeout, when > 0 ms */
-    bool timeout_now;    /* libcurl asked for a 0 ms timeout */
-    unsigned depth;      /* libcurl calls on the stack */
+    CURLSH *share;         /* TLS session cache of this loop's handles */
+    struct event *timer;   /* libcurl's timeout, when > 0 ms */
+    bool timeout_now;      /* libcurl asked for a 0 ms timeout */
+    unsigned depth;        /* libcurl calls on the stack */
     struct upsock **socks; /* by descriptor */
     size_t n_socks;
     struct upstream_handle *free_handles;
@@ -142,8 +142,7 @@ static struct upsock *sock_new(struct upstream *up, curl_socket_t fd, bool ours)
     return s;
 }
 
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
-                                    struct curl_sockaddr *addr)
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     (void)purpose;
     struct upstream *up = clientp;
@@ -315,10 +314,10 @@ static void collect_done(struct upstream *up)
         enum upstream_error_kind kind = UPSTREAM_ERR_OTHER;
         if (!ok) {
             bool tls = h->tg && h->tg->tls;
-            kind = h->refused_retry  ? UPSTREAM_ERR_RESET
-                   : h->refused_head ? UPSTREAM_ERR_OTHER
-                                     : upstream_error_kind_from_curl(rc, h->answered, tls,
-                                                                     h->errbuf);
+            kind = h->refused_retry ? UPSTREAM_ERR_RESET
+                   : h->refused_head
+                       ? UPSTREAM_ERR_OTHER
+                       : upstream_error_kind_from_curl(rc, h->answered, tls, h->errbuf);
             if (kind == UPSTREAM_ERR_TLS)
                 tls_report(h);
         }
@@ -516,8 +515,8 @@ static int handle_configure(struct upstream_handle *h, const struct upstream_tar
         }
         if (cfg->upstream_tls_cert) {
             SET(CURLOPT_SSLCERT, cfg->upstream_tls_cert);
-            SET(CURLOPT_SSLKEY, cfg->upstream_tls_key ? cfg->upstream_tls_key
-                                                      : cfg->upstream_tls_cert);
+            SET(CURLOPT_SSLKEY,
+                cfg->upstream_tls_key ? cfg->upstream_tls_key : cfg->upstream_tls_cert);
         }
     }
 #undef SET
@@ -604,8 +603,7 @@ static void start_handle(struct upstream *up, const struct upstream_target *t,
             curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 0L);
             rc = set_request(h->easy, call);
             h->retry_ok = method_is(call->method, "GET") || method_is(call->method, "HEAD") ||
-                          method_is(call->method, "OPTIONS") ||
-                          method_is(call->method, "DELETE");
+                          method_is(call->method, "OPTIONS") || method_is(call->method, "DELETE");
         }
     }
     long maxconnects = (long)t->cfg->upstream_keepalive;
@@ -632,7 +630,7 @@ static void start_handle(struct upstream *up, const struct upstream_target *t,
 /* ---- public ------------------------------------------------------------------------------- */
 
 enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answered, bool tls,
-                                                      const char *detail)
+                                                       const char *detail)
 {
     switch (code) {
     case CURLE_COULDNT_RESOLVE_HOST:

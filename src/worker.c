@@ -14,6 +14,7 @@
 #include "mcpeek/client.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/server.h"
+#include "mcpeek/json_arena.h"
 #include "mcpeek/upstream.h"
 
 /* While stopping gracefully: how often to check that everything was flushed. */
@@ -165,6 +166,7 @@ static void *worker_main(void *arg)
     /* The wakeup event is not pending, so the loop would exit at once without this. */
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     worker_flush_log(w);
+    json_arena_thread_free();
     atomic_store(&w->exited, true);
     return NULL;
 }

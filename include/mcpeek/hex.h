@@ -1,5 +1,4 @@
-/* hex: the value of one hexadecimal digit, shared by the HTTP chunk-size parser (http1.c)
- * and the JSON \uXXXX decoder (json_scan.c). */
+/* hex: the value of one hexadecimal digit (the HTTP chunk-size parser in http1.c). */
 #ifndef MCPEEK_HEX_H
 #define MCPEEK_HEX_H
 

@@ -1,6 +1,6 @@
 /* jsonrpc: turns one HTTP request body into a `struct mcp_request` summary.
  *
- * The body is scanned once (json_scan, no tree) and only the few fields the log needs are
+ * The body is parsed once (jansson, json_loadb) and only the few fields the log needs are
  * copied: mcpeek forwards the original bytes, it never re-serialises what it parsed. A body that is
  * not JSON, or JSON that is not JSON-RPC 2.0, is not an error for the proxy: the record says why
  * and the request is still forwarded (unless strict mode is on, which the caller decides).

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "mcpeek/json_scan.h"
+#include <jansson.h>
 
 /* `openai/userLocation`: every member optional, each owned by the struct. latitude and
  * longitude are kept as decimal strings whether the client sent strings or numbers. */
@@ -34,25 +34,13 @@ typedef struct openai_client_context {
     struct openai_user_location *user_location; /* openai/userLocation, NULL when absent */
 } OpenAiClientContext;
 
-/* Where the openai/... values of one `_meta` value sit in the body (last occurrence of each key,
- * as jansson keeps the last of duplicate keys). Filled while the body is scanned, turned into a
- * context only once the whole body has proven valid; nothing here is owned. */
-struct openai_meta_found {
-    struct json_scan_value context[5];  /* session, subject, organization, locale, userAgent */
-    struct json_scan_value location[6]; /* city, region, country, timezone, latitude, longitude */
-};
+/* Builds the context from a `_meta` value of a jansson tree (any type; only an object is
+ * read). Each copied string is cut to at most `max_len` bytes, never inside a UTF-8 sequence.
+ * Returns NULL when no usable openai key was present (then nothing is allocated) or on
+ * allocation failure. */
+OpenAiClientContext *openai_meta_from_json(const json_t *meta, size_t max_len);
 
-/* Consumes the `_meta` value at the scanner's cursor, of any type (only an object is read),
- * validating it and recording into `found`, which is reset first. Returns 0, or -1 on
- * invalid JSON (the scanner holds the reason). */
-int openai_meta_scan(struct json_scan *sc, struct openai_meta_found *found);
-
-/* Builds the context from what openai_meta_scan found. Each copied string is cut to at most
- * `max_len` bytes, never inside a UTF-8 sequence. Returns NULL when no usable openai key was
- * present (then nothing is allocated) or on allocation failure. */
-OpenAiClientContext *openai_meta_build(const struct openai_meta_found *found, size_t max_len);
-
-/* Both steps on `len` bytes holding just a `_meta` value (tests, tools). NULL as above, and
+/* The same on `len` bytes holding just a `_meta` value (tests, tools). NULL as above, and
  * also when the text is not valid JSON or not an object. */
 OpenAiClientContext *openai_meta_parse(const char *json, size_t len, size_t max_len);
 
@@ -62,7 +50,7 @@ OpenAiClientContext *openai_meta_dup(const OpenAiClientContext *ctx);
 void openai_meta_free(OpenAiClientContext *ctx);
 
 /* Length of the longest prefix of s[0..len) that is at most max_len bytes and well-formed
- * UTF-8: a cut never splits a character, and stops before the first malformed byte (the scanner
+ * UTF-8: a cut never splits a character, and stops before the first malformed byte (jansson
  * never hands us one, but the cap must not trust that). jsonrpc.c caps its copies with it. */
 size_t openai_meta_utf8_cut(const char *s, size_t len, size_t max_len);
 

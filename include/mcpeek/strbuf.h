@@ -40,6 +40,11 @@ void strbuf_json_string(struct strbuf *sb, const char *s, size_t len, size_t max
  * inside a UTF-8 sequence. */
 size_t utf8_prefix_len(const char *s, size_t len, size_t max_len);
 
+/* Length of the well-formed UTF-8 sequence starting at s[0] (n > 0 bytes available, s[0]
+ * >= 0x80), or 0 when it is invalid: overlong, surrogate, above U+10FFFF or truncated.
+ * Follows Table 3-7 of the Unicode standard. The one UTF-8 validator of mcpeek. */
+size_t utf8_seq_len(const unsigned char *s, size_t n);
+
 /* True when s[0..len) is well-formed UTF-8: no overlong forms, surrogates, code points
  * above U+10FFFF or truncated sequences. */
 bool utf8_valid(const char *s, size_t len);

@@ -91,6 +91,6 @@ void upstream_probe(struct upstream *up, const struct upstream_target *target,
 /* The error cause for a failed transfer: `code` is libcurl's result, `answered` whether any
  * response byte arrived, `tls` whether the upstream is https. docs/logging.md has the table. */
 enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answered, bool tls,
-                                                      const char *detail);
+                                                       const char *detail);
 
 #endif

@@ -17,11 +17,11 @@
 
 struct upstream_target {
     bool tls;
-    char host[256];      /* from the URL, without brackets */
-    char authority[300]; /* Host header value: host[:port], port omitted when default */
-    char origin[320];    /* "scheme://authority": requests go to origin + path */
-    char *path;          /* path and query of the URL ("/mcp"), owned */
-    unsigned long serial; /* unique per target built: handles know when to re-apply it */
+    char host[256];                  /* from the URL, without brackets */
+    char authority[300];             /* Host header value: host[:port], port omitted when default */
+    char origin[320];                /* "scheme://authority": requests go to origin + path */
+    char *path;                      /* path and query of the URL ("/mcp"), owned */
+    unsigned long serial;            /* unique per target built: handles know when to re-apply it */
     const struct mcpeek_config *cfg; /* the generation's: timeouts, TLS files, keep-alive,
                                       * HTTP/2, DNS TTL, Unix socket (not owned) */
 };

@@ -77,7 +77,7 @@ static void test_header_value_whitespace_is_trimmed(void **state)
     check_header(&r, "B", "x y");
     check_header(&r, "C", "nospace");
     check_header(&r, "D", "");
-    check_header(&r, "E", "a\tb");                 /* inner tab kept */
+    check_header(&r, "E", "a\tb");                /* inner tab kept */
     check_header(&r, "Location", "http://h:1/x"); /* a colon inside belongs to the value */
 }
 

@@ -1,6 +1,6 @@
 /* test_openai_meta: src/openai_meta.c, params._meta -> OpenAiClientContext.
  *
- * Each test gives `_meta` as JSON text to openai_meta_parse (the scanner path jsonrpc.c takes),
+ * Each test gives `_meta` as JSON text to openai_meta_parse (jansson, as jsonrpc.c parses it),
  * after checking with jansson that the text is valid JSON, and checks every field, so a value
  * landing in the wrong member fails too. UTF-8 validity of capped output is
  * checked with jansson's own validator (json_stringn), not with the code under test.
