@@ -26,7 +26,7 @@ static size_t http1_line_len(const char *p, const char *nl)
     return (size_t)(nl - p) - (nl > p && nl[-1] == '\r' ? 1 : 0);
 }
 
-static int http1_parse_field(const char *p, size_t n, struct http1_header *h)
+int http1_parse_field(const char *p, size_t n, struct http1_header *h)
 {
     const char *colon = memchr(p, ':', n);
     if (!colon || colon == p)

@@ -263,11 +263,20 @@ static int64_t response_headers(struct exchange *ex, const struct upstream_heade
     return length;
 }
 
-/* Content-Length beside Transfer-Encoding, or twice: the client would frame the body
- * differently than libcurl did and take the rest for its next response (RFC 9112 6.3). */
+/* Content-Length beside Transfer-Encoding, or twice, or not a number, or codings other than a lone
+ * "chunked" (which mcpeek cannot re-frame faithfully): the client would frame the body differently
+ * than libcurl did and take the rest for its next response (RFC 9112 6.3). */
 static bool framing_conflicts(const struct upstream_header *h, size_t n)
 {
     size_t cl = count_header(h, n, "Content-Length"), te = count_header(h, n, "Transfer-Encoding");
+    size_t len;
+    uint64_t length;
+    const char *v = find_header(h, n, "Transfer-Encoding", &len);
+    if (v && !(len == 7 && strncasecmp(v, "chunked", 7) == 0))
+        return true;
+    v = find_header(h, n, "Content-Length", &len);
+    if (v && http1_parse_content_length(v, len, &length) < 0)
+        return true; /* "12abc": libcurl would read it as 12 */
     return (cl > 0 && te > 0) || cl > 1 || te > 1;
 }
 

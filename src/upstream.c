@@ -5,7 +5,9 @@
  * all that time (also while the connection idles in libcurl's cache): a request on a reused
  * connection then costs no epoll_ctl. A read event that fires while libcurl is not waiting
  * for it (an idle connection the server closed, a paused transfer) is removed then, and added
- * back when libcurl asks again. The write event is armed only while libcurl wants it.
+ * back when libcurl asks again. The write event is armed only while libcurl wants it. An idle
+ * connection that turns readable is retired (sock_retire): libcurl 7.88 would reuse it and
+ * take unsolicited bytes for the next answer.
  * Sockets libcurl did not open through us (the threaded resolver's wake-up pipe) get a struct
  * on first sight, dropped on CURL_POLL_REMOVE.
  *
@@ -32,12 +34,16 @@
 #include <unistd.h>
 
 #include "mcpeek/diag.h"
+#include "mcpeek/http1.h"
 #include "mcpeek/strbuf.h"
 
 /* Easy handles kept per loop for reuse once their transfer ended. */
 #define UPSTREAM_SPARE_HANDLES 256
 /* 0 ms timeouts run in a row before the rest waits for the next loop iteration. */
 #define UPSTREAM_IMMEDIATE_RUNS 16
+/* A response head larger than this is refused (nginx's default proxy_buffer_size is 4-8 KiB;
+ * libcurl's own limit is 100 KiB). */
+#define UPSTREAM_HEAD_MAX (64 * 1024)
 /* At most one upstream TLS diagnostic per this many seconds (a broken upstream fails every
  * request; the access log and the metric count them all). */
 #define UPSTREAM_TLS_DIAG_INTERVAL_S 10
@@ -48,6 +54,7 @@ struct upsock {
     struct event *rev; /* EV_READ|EV_PERSIST, registered from open to close (see above) */
     struct event *wev; /* EV_WRITE|EV_PERSIST, registered while libcurl wants to write */
     int want;          /* CURL_POLL_* libcurl asked for last */
+    unsigned paused;   /* transfers on this connection paused by their write callback */
     bool rev_on, wev_on;
     bool ours; /* opened through on_open_socket: lives until on_close_socket */
 };
@@ -69,6 +76,7 @@ struct upstream_handle {
     bool refused_retry;               /* a resend was refused (the call failed for it) */
     bool refused_head;                /* the caller refused the head */
     bool curl_paused;                 /* the write callback answered CURL_WRITEFUNC_PAUSE */
+    curl_socket_t paused_fd;          /* its connection's socket, while curl_paused */
 };
 
 struct upstream {
@@ -210,15 +218,29 @@ static void run_socket_action(struct upstream *up, curl_socket_t fd, int mask)
     up->depth--;
 }
 
+/* An idle connection (no transfer on it) turned readable: the server closed it, or sent
+ * bytes nobody asked for (a second response, a stray TLS record). libcurl 7.88 checks a cached
+ * connection only by peeking for EOF, so it would reuse one with unread bytes and read them as
+ * the next answer. Dropping the bytes and shutting the socket makes that check see EOF, and
+ * libcurl closes the connection instead of reusing it. */
+static void sock_retire(struct upsock *s)
+{
+    char sink[4096];
+    while (recv(s->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+        ;
+    shutdown(s->fd, SHUT_RDWR);
+}
+
 static void on_sock_event(evutil_socket_t fd, short what, void *arg)
 {
     struct upsock *s = arg;
     struct upstream *up = s->up;
     if ((what & EV_READ) && !(s->want & CURL_POLL_IN)) {
-        /* Nobody reads: an idle connection the server closed (libcurl finds it dead when it
-         * next looks) or a paused transfer. Level-triggered, so stop listening until asked. */
+        /* Level-triggered and nobody reads: stop listening until libcurl asks again. */
         event_del(s->rev);
         s->rev_on = false;
+        if (s->want == 0 && s->paused == 0 && s->ours)
+            sock_retire(s);
         return;
     }
     run_socket_action(up, fd, (what & EV_READ) ? CURL_CSELECT_IN : CURL_CSELECT_OUT);
@@ -269,6 +291,16 @@ static void tls_report(const struct upstream_handle *h)
              h->errbuf[0] ? h->errbuf : "no reason given");
 }
 
+/* The transfer is no longer paused (resumed, ended or removed). */
+static void handle_unpaused(struct upstream_handle *h)
+{
+    struct upsock *s = h->curl_paused ? sock_get(h->up, h->paused_fd) : NULL;
+    if (s && s->paused > 0)
+        s->paused--;
+    h->curl_paused = false;
+    h->paused_fd = CURL_SOCKET_BAD;
+}
+
 static void handle_destroy(struct upstream_handle *h)
 {
     curl_easy_cleanup(h->easy);
@@ -278,6 +310,7 @@ static void handle_destroy(struct upstream_handle *h)
 
 static void handle_put(struct upstream *up, struct upstream_handle *h)
 {
+    handle_unpaused(h);
     h->call = NULL;
     h->tg = NULL;
     if (up->n_free >= UPSTREAM_SPARE_HANDLES || h->head.cap > 16 * 1024) {
@@ -379,25 +412,25 @@ static size_t trim_end(const char *s, size_t n)
     return n;
 }
 
-/* Splits the collected "Name: value" lines of h->head into `out`. */
-static size_t split_head(struct upstream_handle *h, struct upstream_header *out)
+/* Splits the collected header lines of h->head into `out`: the count, or -1 when a line is
+ * not a valid field (relayed, it could break or split the client's response). */
+static ssize_t split_head(struct upstream_handle *h, struct upstream_header *out)
 {
     size_t n = 0;
     const char *p = h->head.data, *end = p + h->head.len;
-    while (p < end && n < UPSTREAM_MAX_HEADERS) {
+    while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *next = eol ? eol + 1 : end;
-        size_t len = trim_end(p, (size_t)(next - p));
-        const char *colon = memchr(p, ':', len);
-        if (colon && colon > p) {
-            const char *v = colon + 1, *v_end = p + len;
-            while (v < v_end && (*v == ' ' || *v == '\t'))
-                v++;
-            out[n++] = (struct upstream_header){p, (size_t)(colon - p), v, (size_t)(v_end - v)};
-        }
+        size_t len = (size_t)(next - p);
+        len -= len > 0 && p[len - 1] == '\n';
+        len -= len > 0 && p[len - 1] == '\r';
+        struct http1_header f;
+        if (n == UPSTREAM_MAX_HEADERS || http1_parse_field(p, len, &f) < 0)
+            return -1;
+        out[n++] = (struct upstream_header){f.name, f.name_len, f.value, f.value_len};
         p = next;
     }
-    return n;
+    return (ssize_t)n;
 }
 
 /* One header line of a response, status line and empty line included (libcurl's order). */
@@ -417,9 +450,13 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
         return nitems;
     }
     if (trim_end(buf, nitems) > 0) {
-        /* Obsolete line folding (a line starting with blanks) is dropped, not joined. */
-        if (buf[0] != ' ' && buf[0] != '\t')
-            strbuf_append(&h->head, buf, nitems);
+        /* Obsolete line folding (a line starting with blanks) is refused, as RFC 9112 5.2
+         * lets a proxy do, and so is a head too large to be sane. */
+        if (buf[0] == ' ' || buf[0] == '\t' || h->head.len + nitems > UPSTREAM_HEAD_MAX) {
+            h->refused_head = true;
+            return 0;
+        }
+        strbuf_append(&h->head, buf, nitems);
         return h->head.oom ? 0 : nitems;
     }
     h->in_head = false;
@@ -428,9 +465,16 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
     if (status < 200)
         return nitems; /* 100 Continue, 103 Early Hints: not relayed */
     h->head_done = true;
+    long version = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_HTTP_VERSION, &version);
+    if (version != CURL_HTTP_VERSION_1_0 && version != CURL_HTTP_VERSION_1_1 &&
+        h->tg->cfg->upstream_http2 == UPSTREAM_HTTP2_OFF) {
+        h->refused_head = true; /* "HTTP/2 200" on an HTTP/1.1 connection: not framed */
+        return 0;
+    }
     struct upstream_header headers[UPSTREAM_MAX_HEADERS];
-    size_t n = split_head(h, headers);
-    if (!call->cb->head(call->arg, (int)status, headers, n)) {
+    ssize_t n = split_head(h, headers);
+    if (n < 0 || !call->cb->head(call->arg, (int)status, headers, (size_t)n)) {
         h->refused_head = true;
         return 0;
     }
@@ -445,7 +489,15 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
     if (!call)
         return 0; /* cancelled */
     if (call->paused) {
-        h->curl_paused = true; /* libcurl keeps these bytes and hands them over on resume */
+        /* libcurl keeps these bytes and hands them over on resume. The connection's socket
+         * is marked so that its readability is not taken for an idle connection's. */
+        curl_socket_t fd = CURL_SOCKET_BAD;
+        curl_easy_getinfo(h->easy, CURLINFO_ACTIVESOCKET, &fd);
+        struct upsock *s = sock_get(h->up, fd);
+        if (s)
+            s->paused++;
+        h->paused_fd = s ? fd : CURL_SOCKET_BAD;
+        h->curl_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
     call->cb->body(call->arg, data, nmemb);
@@ -552,6 +604,7 @@ static struct upstream_handle *handle_get(struct upstream *up, const struct upst
     h->attempts = 0;
     h->in_head = h->head_done = h->answered = false;
     h->refused_retry = h->refused_head = h->curl_paused = false;
+    h->paused_fd = CURL_SOCKET_BAD;
     h->errbuf[0] = '\0';
     strbuf_reset(&h->head);
     return h;
@@ -662,6 +715,9 @@ enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answe
          * after the handshake, which libcurl reports as a failed read naming OpenSSL. */
         if (tls && !answered && detail && strstr(detail, "OpenSSL") && strstr(detail, "alert"))
             return UPSTREAM_ERR_TLS;
+        /* Broken chunk framing is a protocol error, not a lost connection. */
+        if (detail && strstr(detail, "chunked-encoding"))
+            return UPSTREAM_ERR_OTHER;
         return UPSTREAM_ERR_RESET;
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
@@ -748,7 +804,7 @@ void upstream_resume(struct upstream_call *call)
     if (!h || !h->curl_paused)
         return;
     struct upstream *up = h->up;
-    h->curl_paused = false;
+    handle_unpaused(h);
     up->depth++;
     curl_easy_pause(h->easy, CURLPAUSE_CONT); /* may deliver the held bytes right here */
     up->depth--;

@@ -44,6 +44,12 @@ size_t http1_head_end(const char *buf, size_t len, size_t from);
  * (431). */
 int http1_parse_request_head(char *buf, size_t head_len, struct http1_request *out);
 
+/* One header field line p[0..n) without its line end: name and value spans (value trimmed of
+ * blanks), 0, or -1 when the name is not a token (RFC 9110 5.6.2: also a blank before the
+ * colon, obsolete folding) or the value holds a control character other than a tab. Used for
+ * request heads here and for the upstream's response heads libcurl hands over. */
+int http1_parse_field(const char *p, size_t n, struct http1_header *h);
+
 /* The value of the first request header named `name` (case-insensitive), or NULL. */
 const char *http1_request_header(const struct http1_request *r, const char *name);
 

@@ -32,8 +32,7 @@ struct upstream_header {
     size_t value_len;
 };
 
-/* Header fields kept per response head; more are not relayed (libcurl itself refuses a head
- * larger than 100 KiB). */
+/* Header fields in a response head; a head with more is refused (502). */
 #define UPSTREAM_MAX_HEADERS 100
 
 struct upstream_callbacks {
