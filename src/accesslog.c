@@ -386,6 +386,7 @@ void accesslog_format(struct strbuf *out, const struct exchange_record *rec,
         strbuf_printf(out, "%lld", rec->rpc_error_code);
     }
     accesslog_str(out, "error", rec->error, cap);
+    accesslog_str(out, "rate_limit", rec->rate_limit, cap);
     accesslog_openai(out, rec, opts);
     strbuf_puts(out, "}\n");
 }

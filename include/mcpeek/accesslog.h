@@ -51,6 +51,7 @@ struct exchange_record {
     bool has_rpc_error_code;
     long long rpc_error_code; /* error.code of a JSON answer */
     const char *error;        /* mcpeek's cause when the exchange failed, else NULL */
+    const char *rate_limit;   /* scope of the refusing rate_limit line (error "rate_limited") */
     /* Context remembered for this Mcp-Session-Id when the request itself carried none
      * (GET streams, DELETE); ignored when rpc->openai is set. */
     const OpenAiClientContext *session_openai;

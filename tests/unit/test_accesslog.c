@@ -339,7 +339,25 @@ static void test_level_and_error(void **state)
     expect_str(obj, "level", "warn");
     expect_int(obj, "status", 0);
     expect_str(obj, "error", "client_aborted");
+    expect_absent(obj, "rate_limit");
     json_decref(obj);
+
+    /* a rate-limit refusal names the scope right after the error */
+    f.rec.status = 429;
+    f.rec.error = "rate_limited";
+    f.rec.rate_limit = "openai_subject";
+    {
+        struct strbuf raw;
+        obj = format_and_parse(&f, &raw);
+        expect_str(obj, "level", "warn");
+        expect_str(obj, "error", "rate_limited");
+        expect_str(obj, "rate_limit", "openai_subject");
+        if (strstr(raw.data, "\"error\":\"rate_limited\",\"rate_limit\":\"openai_subject\"") ==
+            NULL)
+            fail_msg("expected rate_limit right after error, got %s", raw.data);
+        strbuf_free(&raw);
+        json_decref(obj);
+    }
 }
 
 static void test_user_location_policies(void **state)
