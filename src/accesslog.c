@@ -386,7 +386,61 @@ void accesslog_format(struct strbuf *out, const struct exchange_record *rec,
         strbuf_printf(out, "%lld", rec->rpc_error_code);
     }
     accesslog_str(out, "error", rec->error, cap);
+    accesslog_str(out, "rate_limit", rec->rate_limit, cap);
     accesslog_openai(out, rec, opts);
+    strbuf_puts(out, "}\n");
+}
+
+/* tool_calls: {"tool":count,...,"other":count}; "other" only when something counted there. */
+static void accesslog_tool_calls(struct strbuf *out, const struct conversation_record *rec,
+                                 size_t cap)
+{
+    accesslog_key(out, "tool_calls");
+    strbuf_putc(out, '{');
+    for (size_t i = 0; i < rec->n_tools; i++) {
+        if (i > 0)
+            strbuf_putc(out, ',');
+        strbuf_json_string(out, rec->tools[i].name, strlen(rec->tools[i].name), cap);
+        strbuf_putc(out, ':');
+        strbuf_put_uint(out, rec->tools[i].calls, 0);
+    }
+    if (rec->other_tool_calls > 0) {
+        if (rec->n_tools > 0)
+            strbuf_putc(out, ',');
+        strbuf_puts(out, "\"other\":");
+        strbuf_put_uint(out, rec->other_tool_calls, 0);
+    }
+    strbuf_putc(out, '}');
+}
+
+void accesslog_format_conversation(struct strbuf *out, const struct conversation_record *rec,
+                                   const struct timespec *now, const struct accesslog_options *opts)
+{
+    size_t cap = opts->max_value_len;
+
+    strbuf_puts(out, "{\"ts\":");
+    accesslog_ts(out, now);
+    strbuf_puts(out, ",\"level\":\"info\",\"msg\":\"conversation\"");
+    accesslog_key(out, "reason");
+    strbuf_putc(out, '"');
+    strbuf_puts(out, conversation_end_name(rec->reason));
+    strbuf_putc(out, '"');
+    accesslog_str(out, "conversation", rec->key, cap);
+    accesslog_str(out, "openai_session", rec->openai_session, cap);
+    accesslog_identity(out, "openai_subject", rec->openai_subject, opts);
+    accesslog_identity(out, "openai_org", rec->openai_org, opts);
+    accesslog_str(out, "openai_locale", rec->openai_locale, cap);
+    accesslog_key(out, "first_ts");
+    accesslog_ts(out, &rec->first_ts);
+    accesslog_key(out, "last_ts");
+    accesslog_ts(out, &rec->last_ts);
+    accesslog_ms(out, "duration_ms", (double)rec->duration_ms);
+    accesslog_u64(out, "requests", rec->requests);
+    accesslog_tool_calls(out, rec, cap);
+    accesslog_u64(out, "errors", rec->errors);
+    accesslog_u64(out, "mcp_sessions", rec->mcp_sessions);
+    accesslog_u64(out, "bytes_in", rec->bytes_in);
+    accesslog_u64(out, "bytes_out", rec->bytes_out);
     strbuf_puts(out, "}\n");
 }
 
@@ -509,6 +563,40 @@ out_close:
 out:
     pthread_mutex_unlock(&log->reopen_lock);
     return rc;
+}
+
+size_t accesslog_write_conversations(struct accesslog *log, const struct conversation_record *list,
+                                     const struct timespec *now,
+                                     const struct accesslog_options *opts)
+{
+    struct strbuf buf;
+    size_t written = 0, pending = 0;
+
+    strbuf_init(&buf);
+    for (const struct conversation_record *rec = list; rec != NULL; rec = rec->next) {
+        size_t before = buf.len;
+
+        accesslog_format_conversation(&buf, rec, now, opts);
+        if (buf.oom) { /* drop this line, keep the ones before it */
+            buf.oom = false;
+            buf.len = before;
+            continue;
+        }
+        if (buf.len > log->batch_max && before > 0) {
+            /* the earlier lines alone, so no write() exceeds what stays atomic */
+            if (accesslog_write(log, buf.data, before) == 0)
+                written += pending;
+            memmove(buf.data, buf.data + before, buf.len - before);
+            buf.len -= before;
+            buf.data[buf.len] = '\0';
+            pending = 0;
+        }
+        pending++;
+    }
+    if (buf.len > 0 && accesslog_write(log, buf.data, buf.len) == 0)
+        written += pending;
+    strbuf_free(&buf);
+    return written;
 }
 
 uint64_t accesslog_lines(const struct accesslog *log)

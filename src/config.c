@@ -43,6 +43,7 @@ enum key_type {
     KT_TLS_VERSION,   /* TLSv1.2|TLSv1.3 */
     KT_SOCKET_PATH,   /* absolute path of a Unix socket; need not exist yet */
     KT_HTTP2,         /* off|on|prior-knowledge */
+    KT_RATE_LIMIT,    /* SCOPE N/s|N/m [burst N]; may repeat, each line adds a rule */
 };
 
 #define KF_RESTART 1u /* only takes effect after a restart, not on SIGHUP */
@@ -155,6 +156,15 @@ static const struct config_key config_keys[] = {
     KEY("session_map_ttl", session_map_ttl_ms, KT_DURATION, KF_RESTART, "1h", SEC,
         DURATION_MAX_MS,
         "sessions unseen for this long are forgotten"),
+    /* rate limits and conversations */
+    KEY("rate_limit", rate_limits, KT_RATE_LIMIT, 0, NULL, 0, 0,
+        "token bucket per key value of SCOPE; repeat for several; burst defaults to N"),
+    KEY("rate_limit_keys", rate_limit_keys, KT_COUNT, KF_RESTART, "100000", RATELIMIT_RULES_MAX,
+        UINT32_MAX, "rate-limit buckets kept (least recently used dropped first)"),
+    KEY("conversation_idle_timeout", conversation_idle_timeout_ms, KT_DURATION, 0, "30m", SEC,
+        DURATION_MAX_MS, "a conversation without a request for this long ends (reason idle)"),
+    KEY("conversation_max", conversation_max, KT_COUNT, KF_RESTART, "100000", 1, UINT32_MAX,
+        "open conversations tracked; when full the least recently active one ends"),
 };
 /* clang-format on */
 
@@ -183,6 +193,8 @@ static const struct {
     [KT_TLS_VERSION] = {"TLSv1.2|TLSv1.3", "expected TLSv1.2 or TLSv1.3"},
     [KT_SOCKET_PATH] = {"PATH", "expected an absolute path shorter than 108 bytes"},
     [KT_HTTP2] = {"off|on|prior-knowledge", "expected off, on or prior-knowledge"},
+    [KT_RATE_LIMIT] = {"SCOPE N/s|N/m[ burst N]",
+                       "expected SCOPE RATE [burst N] like openai_subject 10/s burst 20"},
 };
 
 struct unit {
@@ -207,10 +219,12 @@ struct src_pos {
 struct build {
     struct mcpeek_config *cfg;
     struct strbuf *errors;
-    const char *file;          /* name used in `FILE:LINE:` prefixes */
-    struct src_pos at;         /* the directive being applied */
-    bool listen_touched;       /* the current source already replaced the listen list */
-    struct src_pos *listen_at; /* parallel to cfg->listen */
+    const char *file;              /* name used in `FILE:LINE:` prefixes */
+    struct src_pos at;             /* the directive being applied */
+    bool listen_touched;           /* the current source already replaced the listen list */
+    struct src_pos *listen_at;     /* parallel to cfg->listen */
+    bool rate_limit_touched;       /* the current source already replaced the rate_limit list */
+    struct src_pos *rate_limit_at; /* parallel to cfg->rate_limits */
     struct src_pos key_at[N_KEYS];
     int first_line[N_KEYS]; /* first file line setting the key, for duplicates */
     bool failed[N_KEYS];    /* a value was rejected: skip cross checks on this key */
@@ -738,6 +752,92 @@ oom:
     return -1;
 }
 
+static void config_clear_rate_limits(struct build *b)
+{
+    free(b->cfg->rate_limits);
+    free(b->rate_limit_at);
+    b->cfg->rate_limits = NULL;
+    b->rate_limit_at = NULL;
+    b->cfg->n_rate_limits = 0;
+}
+
+/* A number 1..RATELIMIT_RATE_MAX with no suffix, from s[0..len). */
+static bool config_rate_number(const char *s, size_t len, uint32_t *out)
+{
+    unsigned long long v = 0;
+
+    if (len == 0 || len > 7)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_digit(s[i]))
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v < 1 || v > RATELIMIT_RATE_MAX)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* `rate_limit SCOPE N/s|N/m [burst N]`. */
+static int config_set_rate_limit(struct build *b, const struct config_key *k, char **tok, size_t n,
+                                 const char *raw)
+{
+    struct mcpeek_config *cfg = b->cfg;
+    struct ratelimit_rule rule;
+    struct ratelimit_rule *grown;
+    struct src_pos *grown_at;
+    const char *slash;
+
+    if (n != 2 && !(n == 4 && strcmp(tok[2], "burst") == 0)) {
+        config_bad_value(b, k, raw, config_types[KT_RATE_LIMIT].expected);
+        return -1;
+    }
+    if (ratelimit_scope_parse(tok[0], &rule.scope) < 0) {
+        config_bad_value(b, k, raw,
+                         "unknown scope: expected openai_subject, openai_session, openai_org, "
+                         "client_ip or token");
+        return -1;
+    }
+    slash = strchr(tok[1], '/');
+    if (slash == NULL || (strcmp(slash, "/s") != 0 && strcmp(slash, "/m") != 0) ||
+        !config_rate_number(tok[1], (size_t)(slash - tok[1]), &rule.rate)) {
+        config_bad_value(b, k, raw, "the rate must be N/s or N/m with N from 1 to 1000000");
+        return -1;
+    }
+    rule.period_ms = slash[1] == 's' ? 1000 : 60000;
+    rule.burst = rule.rate;
+    if (n == 4 && !config_rate_number(tok[3], strlen(tok[3]), &rule.burst)) {
+        config_bad_value(b, k, raw, "burst must be a number from 1 to 1000000");
+        return -1;
+    }
+    /* like listen: the first line of a source replaces the list it inherited */
+    if (!b->rate_limit_touched) {
+        config_clear_rate_limits(b);
+        b->rate_limit_touched = true;
+    }
+    if (cfg->n_rate_limits == RATELIMIT_RULES_MAX) {
+        config_bad_value(b, k, raw, "at most 16 rate_limit lines");
+        return -1;
+    }
+    grown = realloc(cfg->rate_limits, (cfg->n_rate_limits + 1) * sizeof *grown);
+    if (grown == NULL)
+        goto oom;
+    cfg->rate_limits = grown;
+    grown_at = realloc(b->rate_limit_at, (cfg->n_rate_limits + 1) * sizeof *grown_at);
+    if (grown_at == NULL)
+        goto oom;
+    b->rate_limit_at = grown_at;
+    cfg->rate_limits[cfg->n_rate_limits] = rule;
+    b->rate_limit_at[cfg->n_rate_limits] = b->at;
+    cfg->n_rate_limits++;
+    return 0;
+
+oom:
+    config_oom(b, k);
+    return -1;
+}
+
 /* Replaces a string member; `value` NULL clears it. */
 static int config_set_string(struct build *b, const struct config_key *k, const char *value)
 {
@@ -790,6 +890,8 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
         return config_set_listen(b, k, tok, n, raw);
     if (k->type == KT_ORIGINS)
         return config_set_origins(b, k, tok, n);
+    if (k->type == KT_RATE_LIMIT)
+        return config_set_rate_limit(b, k, tok, n, raw);
     if (n != 1) {
         config_bad_value(b, k, raw, config_types[k->type].expected);
         return -1;
@@ -891,6 +993,7 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
         return 0;
     case KT_LISTEN:
     case KT_ORIGINS:
+    case KT_RATE_LIMIT:
         break;
     }
     return -1;
@@ -1006,7 +1109,7 @@ static void config_parse_line(struct build *b, char *line)
         return;
     }
     i = (size_t)(k - config_keys);
-    if (k->type != KT_LISTEN && b->first_line[i] != 0) {
+    if (k->type != KT_LISTEN && k->type != KT_RATE_LIMIT && b->first_line[i] != 0) {
         config_error(b, &b->at, NULL, "duplicate key '%s' (first set on line %d)", k->name,
                      b->first_line[i]);
         return;
@@ -1025,6 +1128,7 @@ static void config_parse_text(struct build *b, const char *buf, size_t len)
     b->at.kind = SRC_FILE;
     b->at.line = 0;
     b->listen_touched = false;
+    b->rate_limit_touched = false;
     if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
         p += 3; /* UTF-8 byte order mark some editors write */
 
@@ -1200,9 +1304,45 @@ static void config_check_listen(struct build *b)
     strbuf_free(&addr);
 }
 
+static void config_put_rate_limit(struct strbuf *sb, const struct ratelimit_rule *r)
+{
+    strbuf_printf(sb, "%s %u/%c burst %u", ratelimit_scope_name(r->scope), (unsigned)r->rate,
+                  r->period_ms == 1000 ? 's' : 'm', (unsigned)r->burst);
+}
+
+/* Two identical lines would share their buckets and limit nothing more than one does. */
+static void config_check_rate_limits(struct build *b)
+{
+    const struct config_key *rk = config_key_named("rate_limit");
+    struct mcpeek_config *cfg = b->cfg;
+    struct strbuf line;
+
+    if (config_key_failed(b, "rate_limit"))
+        return;
+    strbuf_init(&line);
+    for (size_t i = 0; i < cfg->n_rate_limits; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (!ratelimit_rule_equal(&cfg->rate_limits[i], &cfg->rate_limits[j]))
+                continue;
+            strbuf_reset(&line);
+            config_put_rate_limit(&line, &cfg->rate_limits[i]);
+            if (b->rate_limit_at[j].kind == SRC_FILE)
+                config_error(b, &b->rate_limit_at[i], rk,
+                             "rate_limit %s given twice (first on line %d)",
+                             line.oom ? "" : line.data, b->rate_limit_at[j].line);
+            else
+                config_error(b, &b->rate_limit_at[i], rk, "rate_limit %s given twice",
+                             line.oom ? "" : line.data);
+            break;
+        }
+    }
+    strbuf_free(&line);
+}
+
 static void config_check(struct build *b)
 {
     config_check_listen(b);
+    config_check_rate_limits(b);
     config_check_pair(b, "tls_cert", "tls_key");
     config_check_pair(b, "upstream_tls_cert", "upstream_tls_key");
 }
@@ -1224,6 +1364,9 @@ void config_free(struct mcpeek_config *cfg)
             break;
         case KT_ORIGINS:
             config_free_strv(cfg->allowed_origins, cfg->n_allowed_origins);
+            break;
+        case KT_RATE_LIMIT:
+            free(cfg->rate_limits);
             break;
         case KT_HOSTPORT:
         case KT_URL:
@@ -1253,6 +1396,8 @@ static void config_build_done(struct build *b)
 {
     free(b->listen_at);
     b->listen_at = NULL;
+    free(b->rate_limit_at);
+    b->rate_limit_at = NULL;
 }
 
 /* Allocates a generation holding the defaults. NULL on failure (reported). */
@@ -1266,6 +1411,7 @@ static struct mcpeek_config *config_start(struct build *b)
     }
     b->at.kind = SRC_DEFAULT;
     b->listen_touched = false;
+    b->rate_limit_touched = false;
     for (size_t i = 0; i < N_KEYS; i++)
         if (config_keys[i].def != NULL)
             config_directive(b, &config_keys[i], config_keys[i].def);
@@ -1277,6 +1423,7 @@ static void config_apply_overrides(struct build *b, const struct cli_args *args)
     b->at.kind = SRC_CLI;
     b->at.line = 0;
     b->listen_touched = false;
+    b->rate_limit_touched = false;
     for (size_t i = 0; i < args->n_overrides; i++) {
         const struct config_override *o = &args->overrides[i];
         const struct config_key *k = config_key_named(o->key);
@@ -1392,6 +1539,13 @@ static bool config_key_equal(const struct config_key *k, const struct mcpeek_con
             return false;
         for (size_t i = 0; i < a->n_allowed_origins; i++)
             if (strcmp(a->allowed_origins[i], b->allowed_origins[i]) != 0)
+                return false;
+        return true;
+    case KT_RATE_LIMIT: /* in order: the first refusing line is the one reported */
+        if (a->n_rate_limits != b->n_rate_limits)
+            return false;
+        for (size_t i = 0; i < a->n_rate_limits; i++)
+            if (!ratelimit_rule_equal(&a->rate_limits[i], &b->rate_limits[i]))
                 return false;
         return true;
     case KT_HOSTPORT:

@@ -91,6 +91,7 @@ struct worker_metrics {
     _Atomic uint64_t bytes_in, bytes_out, log_lines, tls_handshake_failures;
     _Atomic uint64_t streams_opened, streams_closed;
     _Atomic uint64_t upstream_errors[UPSTREAM_ERR_KIND_COUNT];
+    _Atomic uint64_t rate_limited[RATELIMIT_SCOPE_COUNT];
 };
 
 struct metrics {
@@ -464,6 +465,12 @@ void metrics_log_line(struct worker_metrics *wm)
         metrics_add(&wm->log_lines, 1);
 }
 
+void metrics_rate_limited(struct worker_metrics *wm, enum ratelimit_scope scope)
+{
+    if (wm && (unsigned)scope < RATELIMIT_SCOPE_COUNT)
+        metrics_add(&wm->rate_limited[scope], 1);
+}
+
 void metrics_tls_handshake_failure(struct worker_metrics *wm)
 {
     if (wm)
@@ -683,6 +690,16 @@ void metrics_render(struct metrics *m, struct strbuf *out)
 
         strbuf_printf(out, "mcpeek_upstream_errors_total{kind=\"%s\"} %" PRIu64 "\n",
                       metrics_error_kind_name[k], v);
+    }
+
+    metrics_put_header(out, "mcpeek_rate_limited_total", "counter",
+                       "Requests refused with 429 by a rate_limit line, by the line's scope.");
+    for (int s = 0; s < RATELIMIT_SCOPE_COUNT; s++) {
+        uint64_t v = metrics_sum(m, offsetof(struct worker_metrics, rate_limited) +
+                                        (size_t)s * sizeof(_Atomic uint64_t));
+
+        strbuf_printf(out, "mcpeek_rate_limited_total{scope=\"%s\"} %" PRIu64 "\n",
+                      ratelimit_scope_name((enum ratelimit_scope)s), v);
     }
 
     for (unsigned w = 0; w < m->n_workers; w++) {

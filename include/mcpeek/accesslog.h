@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "mcpeek/conversation.h"
 #include "mcpeek/jsonrpc.h"
 #include "mcpeek/strbuf.h"
 
@@ -50,6 +51,7 @@ struct exchange_record {
     bool has_rpc_error_code;
     long long rpc_error_code; /* error.code of a JSON answer */
     const char *error;        /* mcpeek's cause when the exchange failed, else NULL */
+    const char *rate_limit;   /* scope of the refusing rate_limit line (error "rate_limited") */
     /* Context remembered for this Mcp-Session-Id when the request itself carried none
      * (GET streams, DELETE); ignored when rpc->openai is set. */
     const OpenAiClientContext *session_openai;
@@ -66,6 +68,13 @@ struct accesslog_options {
 void accesslog_format(struct strbuf *out, const struct exchange_record *rec,
                       const struct accesslog_options *opts);
 
+/* Appends one `"msg":"conversation"` line for an ended conversation, stamped `now`
+ * (CLOCK_REALTIME). Same string caps and pseudonymization of openai_subject / openai_org as
+ * exchange lines. */
+void accesslog_format_conversation(struct strbuf *out, const struct conversation_record *rec,
+                                   const struct timespec *now,
+                                   const struct accesslog_options *opts);
+
 struct accesslog;
 
 /* Opens `path` for appending ("-" or NULL means stdout). NULL on failure, errno set. */
@@ -78,6 +87,13 @@ int accesslog_write(struct accesslog *log, const char *line, size_t len);
 size_t accesslog_batch_max(const struct accesslog *log);
 /* Reopens the same path (after logrotate moved it); returns 0 or -1 keeping the old file. */
 int accesslog_reopen(struct accesslog *log);
+/* Formats and writes every record of `list` (conversation_track/sweep/end_all results) in
+ * batches of at most accesslog_batch_max bytes. Returns the lines written (for
+ * mcpeek_log_lines_total); a line that cannot be formatted or written is dropped. The list
+ * stays the caller's to free. */
+size_t accesslog_write_conversations(struct accesslog *log, const struct conversation_record *list,
+                                     const struct timespec *now,
+                                     const struct accesslog_options *opts);
 /* Lines written since open, summed over all threads. */
 uint64_t accesslog_lines(const struct accesslog *log);
 void accesslog_close(struct accesslog *log);

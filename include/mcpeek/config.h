@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "mcpeek/accesslog.h"
+#include "mcpeek/ratelimit.h"
 #include "mcpeek/strbuf.h"
 
 /* `listen` lines accepted (each worker binds one socket per line). */
@@ -84,6 +85,13 @@ struct mcpeek_config {
     unsigned metrics_label_limit; /* distinct label values per label before "other"; 100 */
     size_t session_map_size;      /* entries (one map per process); 10000 */
     uint32_t session_map_ttl_ms;  /* 1 h */
+
+    /* rate limits and conversations */
+    struct ratelimit_rule *rate_limits;    /* `rate_limit` lines in order; NULL when none */
+    size_t n_rate_limits;                  /* at most RATELIMIT_RULES_MAX */
+    size_t rate_limit_keys;                /* buckets kept (one table per process); 100000 */
+    uint32_t conversation_idle_timeout_ms; /* 30 min */
+    size_t conversation_max;               /* open conversations (one table per process) */
 };
 
 /* One `--flag value` from the command line, kept so reload can apply it again. */
@@ -124,9 +132,9 @@ struct mcpeek_config *config_defaults(void);
 void config_free(struct mcpeek_config *cfg);
 
 /* Keys that differ between two generations but only take effect after a restart
- * (listen, workers, admin_listen; also log_file, metrics_label_limit, session_map_size and
- * session_map_ttl, which main reads once at start). Writes up to `max` key names; returns
- * how many differ. */
+ * (listen, workers, admin_listen; also log_file, metrics_label_limit, session_map_size,
+ * session_map_ttl, rate_limit_keys and conversation_max, which main reads once at start). Writes up
+ * to `max` key names; returns how many differ. */
 size_t config_restart_only_changes(const struct mcpeek_config *old_cfg,
                                    const struct mcpeek_config *new_cfg, const char **names,
                                    size_t max);

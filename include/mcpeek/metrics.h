@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcpeek/ratelimit.h"
 #include "mcpeek/strbuf.h"
 
 struct metrics;        /* the registry: all workers' slots + process-wide values */
@@ -40,6 +41,8 @@ void metrics_upstream_error(struct worker_metrics *wm, enum upstream_error_kind 
 void metrics_stream_opened(struct worker_metrics *wm); /* an SSE response started */
 void metrics_stream_closed(struct worker_metrics *wm); /* ... and ended */
 void metrics_log_line(struct worker_metrics *wm);
+/* a request refused by a rate_limit line of this scope (answered 429) */
+void metrics_rate_limited(struct worker_metrics *wm, enum ratelimit_scope scope);
 /* an HTTPS connection closed before its handshake completed */
 void metrics_tls_handshake_failure(struct worker_metrics *wm); /* an access-log line was written */
 void metrics_upstream_ok(struct metrics *m, uint64_t now_ms);  /* upstream answered (readyz) */

@@ -27,6 +27,16 @@ static void fuzz_check_config(const struct mcpeek_config *cfg, const struct mcpe
             abort();
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         abort();
+    if (cfg->n_rate_limits > RATELIMIT_RULES_MAX ||
+        (cfg->n_rate_limits > 0) != (cfg->rate_limits != NULL))
+        abort();
+    for (size_t i = 0; i < cfg->n_rate_limits; i++) {
+        const struct ratelimit_rule *r = &cfg->rate_limits[i];
+        if ((unsigned)r->scope >= RATELIMIT_SCOPE_COUNT || r->rate < 1 || r->burst < 1 ||
+            r->rate > RATELIMIT_RATE_MAX || r->burst > RATELIMIT_RATE_MAX ||
+            (r->period_ms != 1000 && r->period_ms != 60000))
+            abort();
+    }
     if (def != NULL && config_restart_only_changes(def, cfg, names, 8) > 8)
         abort();
 }

@@ -339,7 +339,25 @@ static void test_level_and_error(void **state)
     expect_str(obj, "level", "warn");
     expect_int(obj, "status", 0);
     expect_str(obj, "error", "client_aborted");
+    expect_absent(obj, "rate_limit");
     json_decref(obj);
+
+    /* a rate-limit refusal names the scope right after the error */
+    f.rec.status = 429;
+    f.rec.error = "rate_limited";
+    f.rec.rate_limit = "openai_subject";
+    {
+        struct strbuf raw;
+        obj = format_and_parse(&f, &raw);
+        expect_str(obj, "level", "warn");
+        expect_str(obj, "error", "rate_limited");
+        expect_str(obj, "rate_limit", "openai_subject");
+        if (strstr(raw.data, "\"error\":\"rate_limited\",\"rate_limit\":\"openai_subject\"") ==
+            NULL)
+            fail_msg("expected rate_limit right after error, got %s", raw.data);
+        strbuf_free(&raw);
+        json_decref(obj);
+    }
 }
 
 static void test_user_location_policies(void **state)
@@ -760,6 +778,212 @@ static void test_format_appends(void **state)
 
 /* ---- sink tests -------------------------------------------------------------------------- */
 
+/* ---- conversation lines ------------------------------------------------------------------ */
+
+static char *read_file(const char *path, size_t *len);
+
+/* A record as conversation.c hands it out; strings are heap copies (the record owns them). */
+static struct conversation_record *conversation_fixture(void)
+{
+    struct conversation_record *r = calloc(1, sizeof(*r));
+
+    assert_non_null(r);
+    r->reason = CONVERSATION_IDLE;
+    r->key = "v1/abc123";
+    r->keyed_by_openai = true;
+    r->openai_session = strdup("v1/abc123");
+    r->openai_subject = strdup("v1/user_xyz123");
+    r->openai_org = strdup("v1/org_abc");
+    r->openai_locale = strdup("en-US");
+    r->first_ts = (struct timespec){TS_SEC, 123000000};
+    r->last_ts = (struct timespec){TS_SEC + 95, 7000000};
+    r->duration_ms = 94884;
+    r->requests = 12;
+    r->errors = 2;
+    r->mcp_sessions = 7;
+    r->bytes_in = 4096;
+    r->bytes_out = 123456789012ULL;
+    r->tools = calloc(2, sizeof(*r->tools));
+    assert_non_null(r->tools);
+    r->tools[0] = (struct conversation_tool){strdup("create_matching_question"), 5};
+    r->tools[1] = (struct conversation_tool){strdup("say \"hi\"\n"), 1};
+    r->n_tools = 2;
+    r->other_tool_calls = 3;
+    return r;
+}
+
+static json_t *format_conversation(const struct conversation_record *r,
+                                   const struct accesslog_options *opts, struct strbuf *raw)
+{
+    struct timespec now = {TS_SEC + 1895, 500000000};
+    json_error_t err;
+    json_t *obj;
+
+    strbuf_init(raw);
+    accesslog_format_conversation(raw, r, &now, opts);
+    assert_false(raw->oom);
+    if (raw->len == 0 || raw->data[raw->len - 1] != '\n' ||
+        memchr(raw->data, '\n', raw->len) != raw->data + raw->len - 1)
+        fail_msg("expected one line ending in '\\n', got <%s>", raw->data ? raw->data : "");
+    obj = json_loadb(raw->data, raw->len, 0, &err);
+    if (obj == NULL)
+        fail_msg("line is not JSON: %s (col %d): %s", err.text, err.column, raw->data);
+    return obj;
+}
+
+static void test_conversation_line(void **state)
+{
+    static const char *const keys[] = {"ts",
+                                       "level",
+                                       "msg",
+                                       "reason",
+                                       "conversation",
+                                       "openai_session",
+                                       "openai_subject",
+                                       "openai_org",
+                                       "openai_locale",
+                                       "first_ts",
+                                       "last_ts",
+                                       "duration_ms",
+                                       "requests",
+                                       "tool_calls",
+                                       "errors",
+                                       "mcp_sessions",
+                                       "bytes_in",
+                                       "bytes_out",
+                                       NULL};
+    struct accesslog_options opts = {.user_location = USER_LOCATION_COARSE, .max_value_len = 256};
+    struct conversation_record *r = conversation_fixture();
+    struct strbuf raw;
+    json_t *obj, *tools;
+
+    (void)state;
+    obj = format_conversation(r, &opts, &raw);
+    expect_keys_in_order(obj, raw.data, keys);
+    expect_str(obj, "ts", "2026-11-24T10:31:35.500Z");
+    expect_str(obj, "level", "info");
+    expect_str(obj, "msg", "conversation");
+    expect_str(obj, "reason", "idle");
+    expect_str(obj, "conversation", "v1/abc123");
+    expect_str(obj, "openai_session", "v1/abc123");
+    expect_str(obj, "openai_subject", "v1/user_xyz123");
+    expect_str(obj, "openai_org", "v1/org_abc");
+    expect_str(obj, "openai_locale", "en-US");
+    expect_str(obj, "first_ts", "2026-11-24T10:00:00.123Z");
+    expect_str(obj, "last_ts", "2026-11-24T10:01:35.007Z");
+    if (strstr(raw.data, ",\"duration_ms\":94884.000,") == NULL)
+        fail_msg("expected \"duration_ms\":94884.000 in %s", raw.data);
+    expect_int(obj, "requests", 12);
+    expect_int(obj, "errors", 2);
+    expect_int(obj, "mcp_sessions", 7);
+    expect_int(obj, "bytes_in", 4096);
+    expect_int(obj, "bytes_out", 123456789012LL);
+    tools = field(obj, "tool_calls");
+    assert_true(json_is_object(tools));
+    assert_int_equal(json_object_size(tools), 3);
+    expect_int(tools, "create_matching_question", 5);
+    expect_int(tools, "say \"hi\"\n", 1);
+    expect_int(tools, "other", 3);
+    json_decref(obj);
+    strbuf_free(&raw);
+
+    /* every reason has its word; absent values are omitted; no tools is {} */
+    static const char *const reasons[] = {"idle", "delete", "shutdown", "evicted"};
+    for (int i = 0; i < 4; i++) {
+        r->reason = (enum conversation_end)i;
+        obj = format_conversation(r, &opts, &raw);
+        expect_str(obj, "reason", reasons[i]);
+        json_decref(obj);
+        strbuf_free(&raw);
+    }
+    free(r->openai_session);
+    free(r->openai_locale);
+    r->openai_session = r->openai_locale = NULL;
+    r->key = "mcp-session-1";
+    r->keyed_by_openai = false;
+    r->other_tool_calls = 0;
+    obj = format_conversation(r, &opts, &raw);
+    expect_str(obj, "conversation", "mcp-session-1");
+    expect_absent(obj, "openai_session");
+    expect_absent(obj, "openai_locale");
+    expect_absent(field(obj, "tool_calls"), "other");
+    json_decref(obj);
+    strbuf_free(&raw);
+    for (size_t i = 0; i < r->n_tools; i++)
+        free(r->tools[i].name);
+    r->n_tools = 0;
+    obj = format_conversation(r, &opts, &raw);
+    if (strstr(raw.data, ",\"tool_calls\":{},") == NULL)
+        fail_msg("expected \"tool_calls\":{} in %s", raw.data);
+    json_decref(obj);
+    strbuf_free(&raw);
+    free(r->tools);
+    r->tools = NULL;
+    conversation_records_free(r);
+}
+
+/* The exchange lines' privacy policy: subject and org pseudonymized with the key, values
+ * capped. */
+static void test_conversation_line_privacy(void **state)
+{
+    struct accesslog_options opts = {.user_location = USER_LOCATION_COARSE,
+                                     .max_value_len = 8,
+                                     .hmac_key = (const unsigned char *)HMAC_KEY,
+                                     .hmac_key_len = strlen(HMAC_KEY)};
+    struct conversation_record *r = conversation_fixture();
+    struct strbuf raw;
+    json_t *obj;
+
+    (void)state;
+    obj = format_conversation(r, &opts, &raw);
+    expect_str(obj, "openai_subject", HMAC_SUBJECT);
+    expect_str(obj, "openai_org", HMAC_ORG);
+    expect_str(obj, "conversation", "v1/abc12...");
+    expect_str(obj, "openai_session", "v1/abc12...");
+    expect_int(field(obj, "tool_calls"), "create_m...", 5);
+    if (strstr(raw.data, "user_xyz") != NULL || strstr(raw.data, "org_abc") != NULL)
+        fail_msg("raw subject or org leaked: %s", raw.data);
+    json_decref(obj);
+    strbuf_free(&raw);
+    conversation_records_free(r);
+}
+
+/* accesslog_write_conversations writes one line per record and counts them. */
+static void test_conversation_write(void **state)
+{
+    char dir[] = "/tmp/mcpeek-al-XXXXXX", path[64];
+    struct accesslog_options opts = {.user_location = USER_LOCATION_COARSE, .max_value_len = 256};
+    struct conversation_record *list = NULL;
+    struct timespec now = {TS_SEC, 0};
+    struct accesslog *log;
+    size_t len, lines = 0;
+    char *text;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/access.log", dir);
+    log = accesslog_open(path);
+    assert_non_null(log);
+    assert_int_equal(accesslog_write_conversations(log, NULL, &now, &opts), 0);
+    for (int i = 0; i < 300; i++) { /* more than one 64 KiB batch */
+        struct conversation_record *r = conversation_fixture();
+        r->next = list;
+        list = r;
+    }
+    assert_int_equal(accesslog_write_conversations(log, list, &now, &opts), 300);
+    assert_int_equal(accesslog_lines(log), 300);
+    accesslog_close(log);
+    text = read_file(path, &len);
+    for (char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    assert_int_equal(lines, 300);
+    assert_int_equal(len % 300, 0); /* identical lines, none cut */
+    free(text);
+    conversation_records_free(list);
+    unlink(path);
+    rmdir(dir);
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *fp = fopen(path, "rb");
@@ -1075,6 +1299,9 @@ int main(void)
         cmocka_unit_test(test_values_capped),
         cmocka_unit_test(test_timestamps_and_durations),
         cmocka_unit_test(test_format_appends),
+        cmocka_unit_test(test_conversation_line),
+        cmocka_unit_test(test_conversation_line_privacy),
+        cmocka_unit_test(test_conversation_write),
         cmocka_unit_test(test_sink_file_write_and_count),
         cmocka_unit_test(test_sink_reopen_failure_keeps_old_file),
         cmocka_unit_test(test_sink_stdout),

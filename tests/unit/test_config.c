@@ -220,6 +220,16 @@ static void assert_listen(const struct listen_addr *l, const char *host, unsigne
     assert_int_equal(l->tls, tls);
 }
 
+static void assert_rule(const struct ratelimit_rule *r, enum ratelimit_scope scope, unsigned rate,
+                        unsigned period_ms, unsigned burst)
+{
+    if (r->scope != scope || r->rate != rate || r->period_ms != period_ms || r->burst != burst)
+        fail_msg("rate_limit: expected %s %u per %u ms burst %u, got %s %u per %u ms burst %u",
+                 ratelimit_scope_name(scope), rate, period_ms, burst,
+                 ratelimit_scope_name(r->scope), (unsigned)r->rate, (unsigned)r->period_ms,
+                 (unsigned)r->burst);
+}
+
 static void assert_str_or_null(const char *got, const char *want)
 {
     if (want == NULL)
@@ -274,6 +284,13 @@ static void assert_config_equal(const struct mcpeek_config *a, const struct mcpe
     assert_int_equal(a->metrics_label_limit, b->metrics_label_limit);
     assert_int_equal(a->session_map_size, b->session_map_size);
     assert_int_equal(a->session_map_ttl_ms, b->session_map_ttl_ms);
+    assert_int_equal(a->n_rate_limits, b->n_rate_limits);
+    for (size_t i = 0; i < a->n_rate_limits; i++)
+        assert_rule(&a->rate_limits[i], b->rate_limits[i].scope, b->rate_limits[i].rate,
+                    b->rate_limits[i].period_ms, b->rate_limits[i].burst);
+    assert_int_equal(a->rate_limit_keys, b->rate_limit_keys);
+    assert_int_equal(a->conversation_idle_timeout_ms, b->conversation_idle_timeout_ms);
+    assert_int_equal(a->conversation_max, b->conversation_max);
 }
 
 /* What one `--flag` line of --help says about its key. */
@@ -377,6 +394,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->metrics_label_limit, 100);
     assert_int_equal(cfg->session_map_size, 10000);
     assert_int_equal(cfg->session_map_ttl_ms, 3600 * 1000);
+    assert_null(cfg->rate_limits);
+    assert_int_equal(cfg->n_rate_limits, 0);
+    assert_int_equal(cfg->rate_limit_keys, 100000);
+    assert_int_equal(cfg->conversation_idle_timeout_ms, 30 * 60 * 1000);
+    assert_int_equal(cfg->conversation_max, 100000);
     config_free(cfg);
 }
 
@@ -438,7 +460,12 @@ static void test_every_key_from_file(void **state)
              "pseudonymize_key_file %s\n"
              "metrics_label_limit 20\n"
              "session_map_size 5000\n"
-             "session_map_ttl 30m\n",
+             "session_map_ttl 30m\n"
+             "rate_limit token 50/s\n"
+             "rate_limit openai_subject 600/m burst 20\n"
+             "rate_limit_keys 5000\n"
+             "conversation_idle_timeout 10m\n"
+             "conversation_max 2000\n",
              f, f, f, f, f, f, f);
     cfg = build_ok(text, NULL);
 
@@ -484,6 +511,12 @@ static void test_every_key_from_file(void **state)
     assert_int_equal(cfg->metrics_label_limit, 20);
     assert_int_equal(cfg->session_map_size, 5000);
     assert_int_equal(cfg->session_map_ttl_ms, 30 * 60 * 1000);
+    assert_int_equal(cfg->n_rate_limits, 2);
+    assert_rule(&cfg->rate_limits[0], RATELIMIT_TOKEN, 50, 1000, 50);
+    assert_rule(&cfg->rate_limits[1], RATELIMIT_OPENAI_SUBJECT, 600, 60000, 20);
+    assert_int_equal(cfg->rate_limit_keys, 5000);
+    assert_int_equal(cfg->conversation_idle_timeout_ms, 10 * 60 * 1000);
+    assert_int_equal(cfg->conversation_max, 2000);
     config_free(cfg);
     unlink(f);
     free(f);
@@ -972,6 +1005,88 @@ static void test_listen_command_line_replaces_file(void **state)
     config_free(cfg);
 }
 
+static void test_rate_limit(void **state)
+{
+    static const char *const flags[] = {"--rate-limit", "client_ip 5/s", "--rate-limit=token 1/m",
+                                        NULL};
+    struct mcpeek_config *cfg;
+
+    (void)state;
+    /* repeatable, in order; burst defaults to the rate's N */
+    cfg = buf_ok("rate_limit openai_subject 10/s\nrate_limit openai_session 100/m burst 5\n"
+                 "rate_limit openai_org 1000000/s burst 1000000\nrate_limit client_ip 1/m\n"
+                 "rate_limit token 3/s burst 1\nrate_limit openai_subject 10/s burst 11\n");
+    assert_int_equal(cfg->n_rate_limits, 6);
+    assert_rule(&cfg->rate_limits[0], RATELIMIT_OPENAI_SUBJECT, 10, 1000, 10);
+    assert_rule(&cfg->rate_limits[1], RATELIMIT_OPENAI_SESSION, 100, 60000, 5);
+    assert_rule(&cfg->rate_limits[2], RATELIMIT_OPENAI_ORG, 1000000, 1000, 1000000);
+    assert_rule(&cfg->rate_limits[3], RATELIMIT_CLIENT_IP, 1, 60000, 1);
+    assert_rule(&cfg->rate_limits[4], RATELIMIT_TOKEN, 3, 1000, 1);
+    assert_rule(&cfg->rate_limits[5], RATELIMIT_OPENAI_SUBJECT, 10, 1000, 11);
+    config_free(cfg);
+
+    /* the command line's lines replace the file's */
+    cfg = build_ok("rate_limit openai_subject 10/s\n", flags);
+    assert_int_equal(cfg->n_rate_limits, 2);
+    assert_rule(&cfg->rate_limits[0], RATELIMIT_CLIENT_IP, 5, 1000, 5);
+    assert_rule(&cfg->rate_limits[1], RATELIMIT_TOKEN, 1, 60000, 1);
+    config_free(cfg);
+
+    expect_buf_error("rate_limit subject 10/s",
+                     "F:1: invalid value 'subject 10/s' for rate_limit: unknown scope: expected "
+                     "openai_subject, openai_session, openai_org, client_ip or token\n");
+    expect_buf_error("rate_limit token",
+                     "F:1: invalid value 'token' for rate_limit: expected SCOPE RATE [burst N] "
+                     "like openai_subject 10/s burst 20\n");
+    expect_buf_error("rate_limit token 10/s burst",
+                     "F:1: invalid value 'token 10/s burst' for rate_limit: expected SCOPE RATE "
+                     "[burst N] like openai_subject 10/s burst 20\n");
+    expect_buf_error("rate_limit token 10/s bursts 2",
+                     "F:1: invalid value 'token 10/s bursts 2' for rate_limit: expected SCOPE "
+                     "RATE [burst N] like openai_subject 10/s burst 20\n");
+    static const char *const bad_rates[] = {"10",   "10/h", "0/s",   "/s",        "1.5/s", "-1/s",
+                                            "10/S", "s/10", "10/s/", "1000001/s", "10/ s"};
+    for (size_t i = 0; i < sizeof bad_rates / sizeof bad_rates[0]; i++) {
+        char line[64], want[256];
+        snprintf(line, sizeof line, "rate_limit token %s", bad_rates[i]);
+        snprintf(want, sizeof want,
+                 "F:1: invalid value 'token %s' for rate_limit: the rate must be N/s or N/m "
+                 "with N from 1 to 1000000\n",
+                 bad_rates[i]);
+        if (strcmp(bad_rates[i], "10/ s") == 0) /* two words: the shape is wrong */
+            snprintf(want, sizeof want,
+                     "F:1: invalid value 'token 10/ s' for rate_limit: expected SCOPE RATE "
+                     "[burst N] like openai_subject 10/s burst 20\n");
+        expect_buf_error(line, want);
+    }
+    expect_buf_error("rate_limit token 10/s burst 0",
+                     "F:1: invalid value 'token 10/s burst 0' for rate_limit: burst must be a "
+                     "number from 1 to 1000000\n");
+    expect_buf_error("rate_limit token 10/s burst 2000000",
+                     "F:1: invalid value 'token 10/s burst 2000000' for rate_limit: burst must "
+                     "be a number from 1 to 1000000\n");
+    /* the same line twice (burst written out or defaulted) */
+    expect_buf_error("rate_limit token 10/s\n# comment\nrate_limit token 10/s burst 10\n",
+                     "F:3: rate_limit token 10/s burst 10 given twice (first on line 1)\n");
+    {
+        struct strbuf many;
+        strbuf_init(&many);
+        for (int i = 1; i <= 17; i++)
+            strbuf_printf(&many, "rate_limit client_ip %d/s\n", i);
+        expect_buf_error(many.data, "F:17: invalid value 'client_ip 17/s' for rate_limit: at "
+                                    "most 16 rate_limit lines\n");
+        strbuf_free(&many);
+    }
+    /* the other keys' bounds */
+    expect_buf_error("rate_limit_keys 15",
+                     "F:1: invalid value '15' for rate_limit_keys: must be at least 16\n");
+    expect_buf_error("conversation_max 0",
+                     "F:1: invalid value '0' for conversation_max: must be at least 1\n");
+    expect_buf_error("conversation_idle_timeout 500ms",
+                     "F:1: invalid value '500ms' for conversation_idle_timeout: must be at least "
+                     "1s\n");
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* cross-key checks */
 
@@ -1213,7 +1328,7 @@ static void test_usage_lists_every_key(void **state)
     size_t n = usage_keys(keys, 64);
 
     (void)state;
-    assert_int_equal(n, 39); /* the members of struct mcpeek_config, source_path aside */
+    assert_int_equal(n, 43); /* the members of struct mcpeek_config, source_path aside */
     for (size_t i = 0; i < n; i++) {
         struct cli_args args;
         char flag[80], *err;
@@ -1245,7 +1360,8 @@ static void test_restart_only_changes(void **state)
     const char *names[8];
 
     (void)state;
-    b = buf_ok("max_body_size 1m\nupstream http://other:1/mcp\nstrict_json on\n");
+    b = buf_ok("max_body_size 1m\nupstream http://other:1/mcp\nstrict_json on\n"
+               "rate_limit token 1/s\nconversation_idle_timeout 1h\n");
     assert_int_equal(config_restart_only_changes(a, b, names, 8), 0);
     config_free(b);
 
@@ -1269,6 +1385,11 @@ static void test_restart_only_changes(void **state)
     assert_string_equal(names[1], "metrics_label_limit");
     assert_string_equal(names[2], "session_map_size");
     assert_string_equal(names[3], "session_map_ttl");
+    config_free(b);
+    b = buf_ok("rate_limit_keys 16\nconversation_max 1\n");
+    assert_int_equal(config_restart_only_changes(a, b, names, 8), 2);
+    assert_string_equal(names[0], "rate_limit_keys");
+    assert_string_equal(names[1], "conversation_max");
     config_free(b);
     config_free(a);
 
@@ -1379,6 +1500,7 @@ int main(void)
         cmocka_unit_test(test_urls_paths_origins),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_listen_command_line_replaces_file),
+        cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_cross_key_checks),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_cli_forms),

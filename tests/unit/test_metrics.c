@@ -357,6 +357,43 @@ static void test_upstream_error_kinds(void **state)
     metrics_free(m);
 }
 
+/* mcpeek_rate_limited_total{scope}: every scope shown from the start, summed over workers. */
+static void test_rate_limited_scopes(void **state)
+{
+    static const char *const scopes[] = {"openai_subject", "openai_session", "openai_org",
+                                         "client_ip", "token"};
+    static const int want[] = {3, 0, 1, 0, 2};
+    struct metrics *m = metrics_new(2, 100, "x");
+    char series[80], *text;
+    int lines;
+
+    (void)state;
+    assert_non_null(m);
+    text = render(m);
+    for (size_t s = 0; s < 5; s++) {
+        snprintf(series, sizeof(series), "mcpeek_rate_limited_total{scope=\"%s\"}", scopes[s]);
+        expect_sample(text, series, 0);
+    }
+    free(text);
+    metrics_rate_limited(metrics_worker(m, 0), RATELIMIT_OPENAI_SUBJECT);
+    metrics_rate_limited(metrics_worker(m, 1), RATELIMIT_OPENAI_SUBJECT);
+    metrics_rate_limited(metrics_worker(m, 1), RATELIMIT_OPENAI_SUBJECT);
+    metrics_rate_limited(metrics_worker(m, 0), RATELIMIT_OPENAI_ORG);
+    metrics_rate_limited(metrics_worker(m, 0), RATELIMIT_TOKEN);
+    metrics_rate_limited(metrics_worker(m, 1), RATELIMIT_TOKEN);
+    metrics_rate_limited(metrics_worker(m, 1), (enum ratelimit_scope)99); /* ignored */
+    text = render(m);
+    for (size_t s = 0; s < 5; s++) {
+        snprintf(series, sizeof(series), "mcpeek_rate_limited_total{scope=\"%s\"}", scopes[s]);
+        expect_sample(text, series, want[s]);
+    }
+    sum_prefix(text, "mcpeek_rate_limited_total{", &lines);
+    if (lines != 5)
+        fail_msg("rate_limited_total: expected 5 series, got %d", lines);
+    free(text);
+    metrics_free(m);
+}
+
 static void test_tls_handshake_failures_summed(void **state)
 {
     struct metrics *m = metrics_new(2, 100, "x");
@@ -448,6 +485,7 @@ static void test_help_and_type_lines(void **state)
         {"mcpeek_requests_total", "counter", "mcpeek_requests_total{"},
         {"mcpeek_request_duration_seconds", "histogram", "mcpeek_request_duration_seconds_"},
         {"mcpeek_upstream_errors_total", "counter", "mcpeek_upstream_errors_total{"},
+        {"mcpeek_rate_limited_total", "counter", "mcpeek_rate_limited_total{"},
         {"mcpeek_active_streams", "gauge", "mcpeek_active_streams "},
         {"mcpeek_log_lines_total", "counter", "mcpeek_log_lines_total "},
         {"mcpeek_bytes_in_total", "counter", "mcpeek_bytes_in_total "},
@@ -779,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_label_limit_other),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_upstream_error_kinds),
+        cmocka_unit_test(test_rate_limited_scopes),
         cmocka_unit_test(test_tls_handshake_failures_summed),
         cmocka_unit_test(test_active_streams),
         cmocka_unit_test(test_process_wide_values),
