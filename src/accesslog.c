@@ -385,6 +385,14 @@ void accesslog_format(struct strbuf *out, const struct exchange_record *rec,
         accesslog_key(out, "rpc_error_code");
         strbuf_printf(out, "%lld", rec->rpc_error_code);
     }
+    accesslog_str(out, "rpc_error_message", rec->rpc_error_message, cap);
+    if (rec->tool_is_error)
+        strbuf_puts(out, ",\"tool_is_error\":true");
+    if (rec->server_requests > 0)
+        accesslog_u64(out, "server_requests", rec->server_requests);
+    /* written only when false: an answer too large to read is the case worth seeing */
+    if (rec->response_inspected == RESPONSE_INSPECT_SKIPPED)
+        strbuf_puts(out, ",\"response_inspected\":false");
     accesslog_str(out, "error", rec->error, cap);
     accesslog_str(out, "rate_limit", rec->rate_limit, cap);
     accesslog_openai(out, rec, opts);

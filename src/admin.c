@@ -71,6 +71,13 @@ void admin_set_upstream(struct admin *admin, struct generation *gen)
     on_probe_timer(-1, 0, admin); /* know at once, not one interval later */
 }
 
+/* What /readyz answers: an upstream answer or probe within the readiness window. */
+static bool upstream_ready(const struct admin *admin)
+{
+    uint64_t last = metrics_upstream_last_ok_ms(admin->metrics);
+    return last != 0 && worker_now_ms() - last <= admin->readiness_window_ms;
+}
+
 static void reply_text(struct evhttp_request *req, int status, const char *ctype, const char *body,
                        size_t len)
 {
@@ -95,15 +102,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (path_len == 8 && strncmp(uri, "/healthz", 8) == 0) {
         reply_text(req, 200, "text/plain", "ok\n", 3);
     } else if (path_len == 7 && strncmp(uri, "/readyz", 7) == 0) {
-        uint64_t last = metrics_upstream_last_ok_ms(admin->metrics);
-        uint64_t now = worker_now_ms();
-        if (last != 0 && now - last <= admin->readiness_window_ms)
+        if (upstream_ready(admin))
             reply_text(req, 200, "text/plain", "ready\n", 6);
         else
             reply_text(req, 503, "text/plain", "upstream not seen recently\n", 27);
     } else if (path_len == 8 && strncmp(uri, "/metrics", 8) == 0) {
         strbuf_reset(&admin->scratch);
         metrics_render(admin->metrics, &admin->scratch);
+        metrics_render_upstream_ready(&admin->scratch, upstream_ready(admin));
         reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", admin->scratch.data,
                    admin->scratch.len);
     } else {

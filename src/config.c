@@ -146,6 +146,8 @@ static const struct config_key config_keys[] = {
         "logging of openai/userLocation: off, coarse or full"),
     KEY("log_value_max_length", log_value_max_length, KT_COUNT, 0, "256", 1, MIB,
         "bytes kept of any string copied from a request into the log"),
+    KEY("response_inspect_max", response_inspect_max, KT_BYTES, 0, "1m", 0, 64 * MIB,
+        "largest JSON answer (or SSE event) parsed for the log; 0 = answers are not parsed"),
     KEY("pseudonymize_key_file", pseudonymize_key_file, KT_FILE, 0, NULL, 0, 0,
         "HMAC key file; when set, subject and org ids are logged pseudonymized"),
     /* metrics and session map */

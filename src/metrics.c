@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,8 +23,15 @@
 #define METRICS_CACHE_MAX 1024       /* per-worker label cache slots, per label */
 #define METRICS_SERIES_CAPACITY 4096 /* per-worker (method, tool, status) slots */
 #define METRICS_SERIES_REGULAR 3072  /* beyond this many, new series fold into "other" */
-#define METRICS_STATUS_MAX 999       /* statuses outside 0..999 count as 0 */
-#define METRICS_SECONDS_MAX 1e9      /* durations are clamped to [0, this] */
+#define METRICS_ERRORS_CAPACITY 1024 /* per-worker (method, tool, code) slots */
+#define METRICS_ERRORS_REGULAR 768
+#define METRICS_STATUS_MAX 999 /* statuses outside 0..999 count as 0 */
+/* JSON-RPC error codes kept as their own `code` value: the five of the JSON-RPC spec and the
+ * server range -32000..-32099 (MCP's own codes live there). Any other counts as "other". */
+#define METRICS_CODE_OTHER 0
+#define METRICS_CODE_SERVER_FIRST 6 /* index of -32000; -32099 is index 105 */
+#define METRICS_CODE_COUNT 106
+#define METRICS_SECONDS_MAX 1e9 /* durations are clamped to [0, this] */
 #define METRICS_NS UINT64_C(1000000000)
 
 static const double metrics_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -82,13 +90,23 @@ struct metrics_hist {
     _Atomic uint64_t sum_ns;
 };
 
+/* A fixed-size open-addressing table of labelled counters; one writer (its worker). */
+struct metrics_table {
+    struct metrics_series *series; /* owned, [capacity] */
+    uint32_t capacity;             /* a power of two */
+    uint32_t regular;              /* beyond this many series, new ones fold into "other" */
+    uint32_t used;                 /* writer only */
+};
+
 struct worker_metrics {
     struct metrics *m;
-    struct metrics_series *series;                 /* owned, [METRICS_SERIES_CAPACITY] */
-    uint32_t series_used;                          /* writer only */
+    struct metrics_table requests;                 /* key: method, tool, status */
+    struct metrics_table rpc_errors;               /* key: method, tool, code index */
+    _Atomic uint64_t *tool_errors;                 /* owned, one per interned tool index */
     struct metrics_hist *hist;                     /* owned, one per interned rpc_method index */
+    struct metrics_hist upstream_hist;             /* request sent -> upstream status line */
     struct metrics_cache method_cache, tool_cache; /* writer only */
-    _Atomic uint64_t bytes_in, bytes_out, log_lines, tls_handshake_failures;
+    _Atomic uint64_t bytes_in, bytes_out, log_lines, log_write_failures, tls_handshake_failures;
     _Atomic uint64_t streams_opened, streams_closed;
     _Atomic uint64_t upstream_errors[UPSTREAM_ERR_KIND_COUNT];
     _Atomic uint64_t rate_limited[RATELIMIT_SCOPE_COUNT];
@@ -275,16 +293,17 @@ static uint64_t metrics_series_key(uint32_t method, uint32_t tool, uint32_t stat
 }
 
 /* The slot for `key`, claiming an empty one when `may_add`; NULL when absent and not added. */
-static struct metrics_series *metrics_series_slot(struct worker_metrics *wm, uint64_t key,
+static struct metrics_series *metrics_series_slot(struct metrics_table *t, uint64_t key,
                                                   bool may_add)
 {
-    const uint32_t mask = METRICS_SERIES_CAPACITY - 1;
+    const uint32_t mask = t->capacity - 1;
     uint32_t i = (uint32_t)((key * 0x9E3779B97F4A7C15ULL) >> 40) & mask;
 
-    /* terminates: regular keys stop at METRICS_SERIES_REGULAR and folded keys add at most
-     * METRICS_STATUS_MAX + 1 more, so empty slots always remain */
+    /* terminates: regular keys stop at t->regular and folded keys add at most one per value
+     * of the third label (METRICS_STATUS_MAX + 1, or METRICS_CODE_COUNT), so empty slots
+     * always remain */
     for (;; i = (i + 1) & mask) {
-        struct metrics_series *s = &wm->series[i];
+        struct metrics_series *s = &t->series[i];
         uint64_t k = atomic_load_explicit(&s->key, memory_order_relaxed); /* our own write */
 
         if (k == key)
@@ -292,11 +311,33 @@ static struct metrics_series *metrics_series_slot(struct worker_metrics *wm, uin
         if (k == 0) {
             if (!may_add)
                 return NULL;
-            wm->series_used++;
+            t->used++;
             atomic_store_explicit(&s->key, key, memory_order_release);
             return s;
         }
     }
+}
+
+/* Counts one (method, tool, third) series, folding into ("other", "other", third) once the
+ * table holds its regular share. */
+static void metrics_table_count(struct metrics_table *t, uint32_t method, uint32_t tool,
+                                uint32_t third)
+{
+    struct metrics_series *s;
+
+    s = metrics_series_slot(t, metrics_series_key(method, tool, third), t->used < t->regular);
+    if (s == NULL)
+        s = metrics_series_slot(
+            t, metrics_series_key(METRICS_LABEL_OTHER, METRICS_LABEL_OTHER, third), true);
+    metrics_add(&s->count, 1);
+}
+
+static int metrics_table_init(struct metrics_table *t, uint32_t capacity, uint32_t regular)
+{
+    t->series = calloc(capacity, sizeof(*t->series));
+    t->capacity = capacity;
+    t->regular = regular;
+    return t->series ? 0 : -1;
 }
 
 /* ---- public: lifecycle ------------------------------------------------------------------- */
@@ -308,7 +349,9 @@ static void metrics_worker_free(struct worker_metrics *wm)
     free(wm->tool_cache.slots);
     free(wm->method_cache.slots);
     free(wm->hist);
-    free(wm->series);
+    free(wm->tool_errors);
+    free(wm->rpc_errors.series);
+    free(wm->requests.series);
     free(wm);
 }
 
@@ -321,9 +364,11 @@ static struct worker_metrics *metrics_worker_new(struct metrics *m)
         return NULL;
     memset(wm, 0, sizeof(*wm));
     wm->m = m;
-    wm->series = calloc(METRICS_SERIES_CAPACITY, sizeof(*wm->series));
     wm->hist = calloc(m->methods.limit, sizeof(*wm->hist));
-    if (wm->series == NULL || wm->hist == NULL ||
+    wm->tool_errors = calloc(m->tools.limit, sizeof(*wm->tool_errors));
+    if (metrics_table_init(&wm->requests, METRICS_SERIES_CAPACITY, METRICS_SERIES_REGULAR) < 0 ||
+        metrics_table_init(&wm->rpc_errors, METRICS_ERRORS_CAPACITY, METRICS_ERRORS_REGULAR) < 0 ||
+        wm->hist == NULL || wm->tool_errors == NULL ||
         metrics_cache_init(&wm->method_cache, m->methods.limit) < 0 ||
         metrics_cache_init(&wm->tool_cache, m->tools.limit) < 0) {
         metrics_worker_free(wm);
@@ -396,28 +441,19 @@ struct worker_metrics *metrics_worker(struct metrics *m, unsigned worker_index)
 
 /* ---- public: hot path -------------------------------------------------------------------- */
 
-void metrics_exchange(struct worker_metrics *wm, const char *rpc_method, const char *tool,
-                      int status, double duration_seconds, uint64_t bytes_in, uint64_t bytes_out)
+/* The tool label: only a tools/call names one. */
+static uint32_t metrics_tool_index(struct worker_metrics *wm, const char *rpc_method,
+                                   const char *tool)
 {
-    struct metrics_series *s;
-    struct metrics_hist *h;
-    uint32_t method_idx, tool_idx = METRICS_LABEL_EMPTY, st;
-    size_t b;
-    double d = duration_seconds;
-
-    if (wm == NULL)
-        return;
-    method_idx = metrics_label_index(&wm->m->methods, &wm->method_cache, rpc_method);
     if (rpc_method && tool && strcmp(rpc_method, "tools/call") == 0)
-        tool_idx = metrics_label_index(&wm->m->tools, &wm->tool_cache, tool);
-    st = (status >= 0 && status <= METRICS_STATUS_MAX) ? (uint32_t)status : 0;
+        return metrics_label_index(&wm->m->tools, &wm->tool_cache, tool);
+    return METRICS_LABEL_EMPTY;
+}
 
-    s = metrics_series_slot(wm, metrics_series_key(method_idx, tool_idx, st),
-                            wm->series_used < METRICS_SERIES_REGULAR);
-    if (s == NULL)
-        s = metrics_series_slot(
-            wm, metrics_series_key(METRICS_LABEL_OTHER, METRICS_LABEL_OTHER, st), true);
-    metrics_add(&s->count, 1);
+static void metrics_observe(struct metrics_hist *h, double seconds)
+{
+    double d = seconds;
+    size_t b;
 
     if (!(d > 0)) /* negative, zero or NaN */
         d = 0;
@@ -425,12 +461,82 @@ void metrics_exchange(struct worker_metrics *wm, const char *rpc_method, const c
         d = METRICS_SECONDS_MAX;
     for (b = 0; b < METRICS_N_BOUNDS && d > metrics_bounds[b]; b++)
         ;
-    h = &wm->hist[method_idx];
     metrics_add(&h->buckets[b], 1);
     metrics_add(&h->sum_ns, (uint64_t)(d * (double)METRICS_NS + 0.5));
+}
 
+/* Index of a JSON-RPC error code among the `code` label values. */
+static uint32_t metrics_code_index(long long code)
+{
+    static const long long spec[] = {-32700, -32600, -32601, -32602, -32603};
+
+    for (uint32_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++)
+        if (code == spec[i])
+            return i + 1;
+    if (code <= -32000 && code >= -32099)
+        return METRICS_CODE_SERVER_FIRST + (uint32_t)(-32000 - code);
+    return METRICS_CODE_OTHER;
+}
+
+/* The label text of a code index: decimal, or "other". */
+static const char *metrics_code_text(uint32_t idx, char *buf, size_t len)
+{
+    static const char *const spec[] = {"-32700", "-32600", "-32601", "-32602", "-32603"};
+
+    if (idx >= 1 && idx < METRICS_CODE_SERVER_FIRST)
+        return spec[idx - 1];
+    if (idx >= METRICS_CODE_SERVER_FIRST && idx < METRICS_CODE_COUNT) {
+        snprintf(buf, len, "%d", -32000 - (int)(idx - METRICS_CODE_SERVER_FIRST));
+        return buf;
+    }
+    return "other";
+}
+
+void metrics_exchange(struct worker_metrics *wm, const char *rpc_method, const char *tool,
+                      int status, double duration_seconds, uint64_t bytes_in, uint64_t bytes_out)
+{
+    uint32_t method_idx, tool_idx, st;
+
+    if (wm == NULL)
+        return;
+    method_idx = metrics_label_index(&wm->m->methods, &wm->method_cache, rpc_method);
+    tool_idx = metrics_tool_index(wm, rpc_method, tool);
+    st = (status >= 0 && status <= METRICS_STATUS_MAX) ? (uint32_t)status : 0;
+    metrics_table_count(&wm->requests, method_idx, tool_idx, st);
+    metrics_observe(&wm->hist[method_idx], duration_seconds);
     metrics_add(&wm->bytes_in, bytes_in);
     metrics_add(&wm->bytes_out, bytes_out);
+}
+
+void metrics_rpc_error(struct worker_metrics *wm, const char *rpc_method, const char *tool,
+                       bool has_code, long long code)
+{
+    uint32_t method_idx;
+
+    if (wm == NULL)
+        return;
+    method_idx = metrics_label_index(&wm->m->methods, &wm->method_cache, rpc_method);
+    metrics_table_count(&wm->rpc_errors, method_idx, metrics_tool_index(wm, rpc_method, tool),
+                        has_code ? metrics_code_index(code) : METRICS_CODE_OTHER);
+}
+
+void metrics_tool_error(struct worker_metrics *wm, const char *tool)
+{
+    if (wm == NULL)
+        return;
+    metrics_add(&wm->tool_errors[metrics_tool_index(wm, "tools/call", tool)], 1);
+}
+
+void metrics_upstream_latency(struct worker_metrics *wm, double seconds)
+{
+    if (wm)
+        metrics_observe(&wm->upstream_hist, seconds);
+}
+
+void metrics_log_write_failure(struct worker_metrics *wm, uint64_t lines)
+{
+    if (wm)
+        metrics_add(&wm->log_write_failures, lines);
 }
 
 void metrics_upstream_error(struct worker_metrics *wm, enum upstream_error_kind kind)
@@ -508,13 +614,21 @@ void metrics_config_reload(struct metrics *m, bool success)
 
 /* ---- rendering --------------------------------------------------------------------------- */
 
-/* One requests_total series summed over workers, with its label values resolved. */
+/* One series of a table summed over workers, with its label values resolved. */
 struct metrics_row {
     uint64_t key;
     uint64_t count;
     const char *method;
     const char *tool;
-    uint32_t status;
+    uint32_t status; /* the third label: an HTTP status, or a code index */
+};
+
+/* A labelled counter family rendered from one metrics_table of every worker. */
+struct metrics_family {
+    const char *name, *help;
+    size_t table_offset; /* of the struct metrics_table in struct worker_metrics */
+    const char *third;   /* name of the third label */
+    bool third_is_code;  /* the third label holds a code index, not a status */
 };
 
 static int metrics_row_cmp(const void *pa, const void *pb)
@@ -558,19 +672,20 @@ static const char *metrics_label_name(struct metrics_labels *reg, uint32_t n, ui
     return idx < n ? reg->values[idx] : "other";
 }
 
-static void metrics_render_requests(struct metrics *m, struct strbuf *out)
+static void metrics_render_table(struct metrics *m, struct strbuf *out,
+                                 const struct metrics_family *f)
 {
     struct metrics_row *rows = NULL;
     size_t n = 0, cap = 0, i, j;
     uint32_t n_methods, n_tools;
+    char code[16];
 
-    metrics_put_header(out, "mcpeek_requests_total", "counter",
-                       "MCP exchanges finished, by JSON-RPC method, tool and HTTP status.");
+    metrics_put_header(out, f->name, "counter", f->help);
     for (unsigned w = 0; w < m->n_workers; w++) {
-        struct worker_metrics *wm = m->workers[w];
+        struct metrics_table *t = (struct metrics_table *)((char *)m->workers[w] + f->table_offset);
 
-        for (i = 0; i < METRICS_SERIES_CAPACITY; i++) {
-            uint64_t key = atomic_load_explicit(&wm->series[i].key, memory_order_acquire);
+        for (i = 0; i < t->capacity; i++) {
+            uint64_t key = atomic_load_explicit(&t->series[i].key, memory_order_acquire);
 
             if (key == 0)
                 continue;
@@ -586,7 +701,7 @@ static void metrics_render_requests(struct metrics *m, struct strbuf *out)
                 cap = ncap;
             }
             rows[n].key = key;
-            rows[n].count = metrics_read(&wm->series[i].count);
+            rows[n].count = metrics_read(&t->series[i].count);
             n++;
         }
     }
@@ -606,14 +721,72 @@ static void metrics_render_requests(struct metrics *m, struct strbuf *out)
         /* the same labels from several workers become one series */
         for (j = i; j < n && metrics_row_cmp(&rows[i], &rows[j]) == 0; j++)
             total += rows[j].count;
-        strbuf_puts(out, "mcpeek_requests_total{");
+        strbuf_puts(out, f->name);
+        strbuf_putc(out, '{');
         metrics_put_label(out, "rpc_method", rows[i].method);
         strbuf_putc(out, ',');
         metrics_put_label(out, "tool", rows[i].tool);
-        strbuf_printf(out, ",status=\"%" PRIu32 "\"} %" PRIu64 "\n", rows[i].status, total);
+        if (f->third_is_code)
+            strbuf_printf(out, ",%s=\"%s\"} %" PRIu64 "\n", f->third,
+                          metrics_code_text(rows[i].status, code, sizeof(code)), total);
+        else
+            strbuf_printf(out, ",%s=\"%" PRIu32 "\"} %" PRIu64 "\n", f->third, rows[i].status,
+                          total);
     }
 out:
     free(rows);
+}
+
+/* Buckets, sum and count of a histogram without labels. */
+static void metrics_put_histogram(struct strbuf *out, const char *name, const uint64_t *buckets,
+                                  uint64_t sum_ns)
+{
+    uint64_t cum = 0;
+
+    for (size_t b = 0; b < METRICS_N_BUCKETS; b++) {
+        cum += buckets[b];
+        strbuf_printf(out, "%s_bucket{le=\"%s\"} %" PRIu64 "\n", name,
+                      b < METRICS_N_BOUNDS ? metrics_bound_text[b] : "+Inf", cum);
+    }
+    /* integer arithmetic: the C locale's decimal point must not matter */
+    strbuf_printf(out, "%s_sum %" PRIu64 ".%09" PRIu64 "\n", name, sum_ns / METRICS_NS,
+                  sum_ns % METRICS_NS);
+    strbuf_printf(out, "%s_count %" PRIu64 "\n", name, cum);
+}
+
+static void metrics_render_upstream_histogram(struct metrics *m, struct strbuf *out)
+{
+    uint64_t buckets[METRICS_N_BUCKETS] = {0}, sum_ns = 0;
+
+    metrics_put_header(out, "mcpeek_upstream_duration_seconds", "histogram",
+                       "Time from request sent upstream to the upstream's status line.");
+    for (unsigned w = 0; w < m->n_workers; w++) {
+        struct metrics_hist *h = &m->workers[w]->upstream_hist;
+
+        for (size_t b = 0; b < METRICS_N_BUCKETS; b++)
+            buckets[b] += metrics_read(&h->buckets[b]);
+        sum_ns += metrics_read(&h->sum_ns);
+    }
+    metrics_put_histogram(out, "mcpeek_upstream_duration_seconds", buckets, sum_ns);
+}
+
+static void metrics_render_tool_errors(struct metrics *m, struct strbuf *out)
+{
+    uint32_t n_tools = atomic_load_explicit(&m->tools.count, memory_order_acquire);
+
+    metrics_put_header(out, "mcpeek_tool_errors_total", "counter",
+                       "tools/call answered with a result saying isError: true, by tool.");
+    for (uint32_t ti = 0; ti < n_tools; ti++) {
+        uint64_t total = 0;
+
+        for (unsigned w = 0; w < m->n_workers; w++)
+            total += metrics_read(&m->workers[w]->tool_errors[ti]);
+        if (total == 0)
+            continue;
+        strbuf_puts(out, "mcpeek_tool_errors_total{");
+        metrics_put_label(out, "tool", m->tools.values[ti]);
+        strbuf_printf(out, "} %" PRIu64 "\n", total);
+    }
 }
 
 static void metrics_render_histogram(struct metrics *m, struct strbuf *out)
@@ -676,11 +849,22 @@ static void metrics_put_counter(struct strbuf *out, const char *name, const char
 void metrics_render(struct metrics *m, struct strbuf *out)
 {
     uint64_t opened = 0, closed = 0;
+    static const struct metrics_family requests = {
+        "mcpeek_requests_total",
+        "MCP exchanges finished, by JSON-RPC method, tool and HTTP status.",
+        offsetof(struct worker_metrics, requests), "status", false};
+    static const struct metrics_family rpc_errors = {
+        "mcpeek_rpc_errors_total",
+        "Exchanges answered with a JSON-RPC error, by JSON-RPC method, tool and error code.",
+        offsetof(struct worker_metrics, rpc_errors), "code", true};
 
     if (m == NULL)
         return;
-    metrics_render_requests(m, out);
+    metrics_render_table(m, out, &requests);
     metrics_render_histogram(m, out);
+    metrics_render_upstream_histogram(m, out);
+    metrics_render_table(m, out, &rpc_errors);
+    metrics_render_tool_errors(m, out);
 
     metrics_put_header(out, "mcpeek_upstream_errors_total", "counter",
                        "Exchanges that failed talking to the upstream, by kind.");
@@ -716,6 +900,9 @@ void metrics_render(struct metrics *m, struct strbuf *out)
 
     metrics_put_counter(out, "mcpeek_log_lines_total", "Access-log lines written.",
                         metrics_sum(m, offsetof(struct worker_metrics, log_lines)));
+    metrics_put_counter(out, "mcpeek_log_write_failures_total",
+                        "Access-log lines lost: the write failed, or no memory to format them.",
+                        metrics_sum(m, offsetof(struct worker_metrics, log_write_failures)));
     metrics_put_counter(out, "mcpeek_tls_handshake_failures_total",
                         "HTTPS connections closed before their TLS handshake completed.",
                         metrics_sum(m, offsetof(struct worker_metrics, tls_handshake_failures)));
@@ -739,4 +926,11 @@ void metrics_render(struct metrics *m, struct strbuf *out)
 
     metrics_put_header(out, "mcpeek_workers", "gauge", "Worker threads serving requests.");
     strbuf_printf(out, "mcpeek_workers %u\n", m->n_workers);
+}
+
+void metrics_render_upstream_ready(struct strbuf *out, bool ready)
+{
+    metrics_put_header(out, "mcpeek_upstream_ready", "gauge",
+                       "1 when /readyz answers 200: the upstream answered recently.");
+    strbuf_printf(out, "mcpeek_upstream_ready %d\n", ready ? 1 : 0);
 }

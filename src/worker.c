@@ -37,9 +37,13 @@ uint64_t worker_now_ms(void)
 /* Writes the queued lines now. */
 static void worker_flush_log(struct worker *w)
 {
-    if (w->logbuf.len > 0 && accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0) {
-        for (unsigned i = 0; i < w->log_pending; i++)
-            metrics_log_line(w->metrics);
+    if (w->logbuf.len > 0) {
+        if (accesslog_write(w->shared->log, w->logbuf.data, w->logbuf.len) == 0) {
+            for (unsigned i = 0; i < w->log_pending; i++)
+                metrics_log_line(w->metrics);
+        } else {
+            metrics_log_write_failure(w->metrics, w->log_pending);
+        }
     }
     strbuf_reset(&w->logbuf);
     w->log_pending = 0;
@@ -61,6 +65,7 @@ void worker_log(struct worker *w, const struct exchange_record *rec,
         /* Out of memory: keep what was queued before, drop this line. */
         w->logbuf.oom = false;
         w->logbuf.len = before;
+        metrics_log_write_failure(w->metrics, 1);
         return;
     }
     size_t max = accesslog_batch_max(w->shared->log);
@@ -70,6 +75,8 @@ void worker_log(struct worker *w, const struct exchange_record *rec,
         if (accesslog_write(w->shared->log, w->logbuf.data, before) == 0)
             for (unsigned i = 0; i < w->log_pending; i++)
                 metrics_log_line(w->metrics);
+        else
+            metrics_log_write_failure(w->metrics, w->log_pending);
         memmove(w->logbuf.data, w->logbuf.data + before, line_len);
         w->logbuf.len = line_len;
         w->logbuf.data[line_len] = '\0';

@@ -31,6 +31,13 @@ enum response_kind {
     RESPONSE_OTHER,    /* any other content type (HTML error page, ...) */
 };
 
+/* Whether the answer was read for the log (response_inspect.c). */
+enum response_inspection {
+    RESPONSE_INSPECT_NONE = 0, /* not read: no JSON or SSE body, or no inspector ran */
+    RESPONSE_INSPECT_DONE,     /* every byte was read */
+    RESPONSE_INSPECT_SKIPPED,  /* the JSON answer, or an SSE event, passed response_inspect_max */
+};
+
 /* What one exchange did. Pointers are borrowed for the duration of accesslog_format(). */
 struct exchange_record {
     struct timespec started; /* CLOCK_REALTIME when the request headers were complete */
@@ -49,9 +56,13 @@ struct exchange_record {
     enum response_kind response;
     uint64_t sse_events; /* complete SSE events relayed */
     bool has_rpc_error_code;
-    long long rpc_error_code; /* error.code of a JSON answer */
-    const char *error;        /* mcpeek's cause when the exchange failed, else NULL */
-    const char *rate_limit;   /* scope of the refusing rate_limit line (error "rate_limited") */
+    long long rpc_error_code;      /* error.code of a JSON answer */
+    const char *rpc_error_message; /* error.message of that answer (capped), NULL when none */
+    bool tool_is_error;            /* a tools/call result said isError: true */
+    uint64_t server_requests;      /* JSON-RPC requests the server sent inside the answer */
+    enum response_inspection response_inspected;
+    const char *error;      /* mcpeek's cause when the exchange failed, else NULL */
+    const char *rate_limit; /* scope of the refusing rate_limit line (error "rate_limited") */
     /* Context remembered for this Mcp-Session-Id when the request itself carried none
      * (GET streams, DELETE); ignored when rpc->openai is set. */
     const OpenAiClientContext *session_openai;

@@ -80,6 +80,7 @@ struct mcpeek_config {
     enum user_location_policy user_location; /* coarse */
     size_t log_value_max_length;             /* 256 */
     char *pseudonymize_key_file;
+    size_t response_inspect_max; /* 1 MiB: larger answers are relayed unparsed */
 
     /* metrics and session map */
     unsigned metrics_label_limit; /* distinct label values per label before "other"; 100 */

@@ -37,6 +37,17 @@ struct worker_metrics *metrics_worker(struct metrics *m, unsigned worker_index);
  * only used as a label for tools/call. status 0 = no response was sent. */
 void metrics_exchange(struct worker_metrics *wm, const char *rpc_method, const char *tool,
                       int status, double duration_seconds, uint64_t bytes_in, uint64_t bytes_out);
+/* The answer to a request was a JSON-RPC error (mcpeek_rpc_errors_total). Labels as for
+ * metrics_exchange; `code` is used only when has_code (else code="other"), and codes outside
+ * the JSON-RPC spec's five and the server range -32000..-32099 count as "other". */
+void metrics_rpc_error(struct worker_metrics *wm, const char *rpc_method, const char *tool,
+                       bool has_code, long long code);
+/* A tools/call result said isError: true (mcpeek_tool_errors_total). */
+void metrics_tool_error(struct worker_metrics *wm, const char *tool);
+/* Request sent upstream -> upstream status line (mcpeek_upstream_duration_seconds). */
+void metrics_upstream_latency(struct worker_metrics *wm, double seconds);
+/* `lines` access-log lines were lost: the write failed, or they could not be formatted. */
+void metrics_log_write_failure(struct worker_metrics *wm, uint64_t lines);
 void metrics_upstream_error(struct worker_metrics *wm, enum upstream_error_kind kind);
 void metrics_stream_opened(struct worker_metrics *wm); /* an SSE response started */
 void metrics_stream_closed(struct worker_metrics *wm); /* ... and ended */
@@ -52,5 +63,7 @@ void metrics_config_reload(struct metrics *m, bool success); /* main thread */
 /* Appends the whole exposition (text format 0.0.4) to `out`. Safe to call from another
  * thread while workers count. */
 void metrics_render(struct metrics *m, struct strbuf *out);
+/* Appends the mcpeek_upstream_ready gauge; the admin listener knows readiness (its window). */
+void metrics_render_upstream_ready(struct strbuf *out, bool ready);
 
 #endif

@@ -379,6 +379,7 @@ test('metrics_match_the_requests_made', { skip }, async (t) => {
     const ready = await request(`http://127.0.0.1:${admin}/readyz`);
     assert.equal(ready.status, 200, 'ready after upstream answers');
     assert.equal(ready.text().trim(), 'ready');
+    assert.equal(sampleValue((await scrape(admin)).samples, 'mcpeek_upstream_ready'), 1, 'the gauge says what /readyz says');
 
     // An open SSE stream shows in the gauge while it lasts.
     const sse = await openSse(t, url, ++id, 'watch');
@@ -470,7 +471,28 @@ test('metrics_match_the_requests_made', { skip }, async (t) => {
         const s2 = (await scrape(a2)).samples;
         assert.equal(sampleValue(s2, 'mcpeek_upstream_errors_total', { kind: 'connect' }), 1);
         assert.equal(sampleValue(s2, 'mcpeek_requests_total', { rpc_method: 'tools/list', tool: '', status: '502' }), 1);
+        assert.equal(sampleValue(s2, 'mcpeek_upstream_ready'), 0, 'the gauge says what /readyz says');
     });
+});
+
+test('log_lines_that_cannot_be_written_are_counted', { skip }, async (t) => {
+    // /dev/full takes the open and refuses every write (ENOSPC): the lines are lost, and the
+    // metric the McpeekLogWriteFailures alert watches must say how many.
+    const dir = tempDir(t);
+    const upstream = await startScriptedUpstream(t, (req, res, body) => jsonResult(res, body, {}));
+    const [port, admin] = [await freePort(), await freePort()];
+    await startWithConfig(t, writeConf(path.join(dir, 'mcpeek.conf'), [
+        `listen 127.0.0.1:${port}`, `upstream ${upstream.url}`, 'log_file /dev/full',
+        `admin_listen 127.0.0.1:${admin}`, 'workers 2',
+    ]), { proxyPort: port });
+    const agent = keepAlive(t);
+    for (let id = 1; id <= 3; id++) {
+        assert.equal((await call(`http://127.0.0.1:${port}/mcp`, id, 'ping', undefined, agent)).status, 200);
+    }
+    let last = null;
+    await waitUntil(async () => (last = sampleValue((await scrape(admin)).samples,
+        'mcpeek_log_write_failures_total')) === 3, { describe: () => `(failures counted: ${last})` });
+    assert.equal(sampleValue((await scrape(admin)).samples, 'mcpeek_log_lines_total'), 0);
 });
 
 test('admin_listen_off_binds_no_admin_port', { skip }, async (t) => {

@@ -695,6 +695,49 @@ static void test_response_kinds_and_error_code(void **state)
     json_decref(obj);
 }
 
+/* What the answer said: written when there is something to say, absent otherwise. */
+static void test_answer_fields(void **state)
+{
+    struct fixture f;
+    json_t *obj;
+
+    (void)state;
+    fixture_full(&f);
+    f.rec.response = RESPONSE_JSON;
+    f.rec.response_inspected = RESPONSE_INSPECT_DONE;
+    obj = format_and_parse(&f, NULL);
+    expect_absent(obj, "rpc_error_message");
+    expect_absent(obj, "tool_is_error");
+    expect_absent(obj, "server_requests");
+    expect_absent(obj, "response_inspected"); /* read whole: nothing to report */
+    json_decref(obj);
+
+    f.rec.has_rpc_error_code = true;
+    f.rec.rpc_error_code = -32602;
+    f.rec.rpc_error_message = "Unknown tool: \"nope\"\n\xc3\xa9";
+    f.rec.tool_is_error = true;
+    f.rec.server_requests = 2;
+    f.rec.response_inspected = RESPONSE_INSPECT_SKIPPED;
+    obj = format_and_parse(&f, NULL);
+    expect_int(obj, "rpc_error_code", -32602);
+    expect_str(obj, "rpc_error_message", "Unknown tool: \"nope\"\n\xc3\xa9");
+    expect_true(obj, "tool_is_error");
+    expect_int(obj, "server_requests", 2);
+    if (!json_is_false(field(obj, "response_inspected")))
+        fail_msg("expected response_inspected false");
+    json_decref(obj);
+
+    /* the message is capped like every other copied string, on a character boundary */
+    f.opts.max_value_len = 15;
+    obj = format_and_parse(&f, NULL);
+    expect_str(obj, "rpc_error_message", "Unknown tool: \"...");
+    json_decref(obj);
+    f.opts.max_value_len = 22;
+    obj = format_and_parse(&f, NULL);
+    expect_str(obj, "rpc_error_message", "Unknown tool: \"nope\"\n...");
+    json_decref(obj);
+}
+
 static void test_values_capped(void **state)
 {
     struct fixture f;
@@ -1296,6 +1339,7 @@ int main(void)
         cmocka_unit_test(test_newlines_in_values_are_escaped),
         cmocka_unit_test(test_rpc_flags_and_parse_errors),
         cmocka_unit_test(test_response_kinds_and_error_code),
+        cmocka_unit_test(test_answer_fields),
         cmocka_unit_test(test_values_capped),
         cmocka_unit_test(test_timestamps_and_durations),
         cmocka_unit_test(test_format_appends),

@@ -484,10 +484,14 @@ static void test_help_and_type_lines(void **state)
     } fam[] = {
         {"mcpeek_requests_total", "counter", "mcpeek_requests_total{"},
         {"mcpeek_request_duration_seconds", "histogram", "mcpeek_request_duration_seconds_"},
+        {"mcpeek_upstream_duration_seconds", "histogram", "mcpeek_upstream_duration_seconds_"},
+        {"mcpeek_rpc_errors_total", "counter", "mcpeek_rpc_errors_total{"},
+        {"mcpeek_tool_errors_total", "counter", "mcpeek_tool_errors_total{"},
         {"mcpeek_upstream_errors_total", "counter", "mcpeek_upstream_errors_total{"},
         {"mcpeek_rate_limited_total", "counter", "mcpeek_rate_limited_total{"},
         {"mcpeek_active_streams", "gauge", "mcpeek_active_streams "},
         {"mcpeek_log_lines_total", "counter", "mcpeek_log_lines_total "},
+        {"mcpeek_log_write_failures_total", "counter", "mcpeek_log_write_failures_total "},
         {"mcpeek_bytes_in_total", "counter", "mcpeek_bytes_in_total "},
         {"mcpeek_bytes_out_total", "counter", "mcpeek_bytes_out_total "},
         {"mcpeek_config_reloads_total", "counter", "mcpeek_config_reloads_total{"},
@@ -500,6 +504,8 @@ static void test_help_and_type_lines(void **state)
     (void)state;
     assert_non_null(m);
     metrics_exchange(metrics_worker(m, 0), "ping", NULL, 200, 0.01, 0, 0);
+    metrics_rpc_error(metrics_worker(m, 0), "tools/call", "t", true, -32603);
+    metrics_tool_error(metrics_worker(m, 0), "t");
     text = render(m);
     for (size_t i = 0; i < sizeof(fam) / sizeof(fam[0]); i++) {
         const char *help, *type, *first;
@@ -561,6 +567,158 @@ static void test_series_table_folds(void **state)
     metrics_free(m);
 }
 
+/* JSON-RPC errors by method, tool and code; codes outside the known set are "other". */
+static void test_rpc_errors(void **state)
+{
+    struct metrics *m = metrics_new(2, 100, "x");
+    char *text;
+    int lines;
+
+    (void)state;
+    assert_non_null(m);
+    text = render(m); /* the family is there, without samples, before any error */
+    assert_non_null(strstr(text, "# TYPE mcpeek_rpc_errors_total counter\n"));
+    sum_prefix(text, "mcpeek_rpc_errors_total{", &lines);
+    assert_int_equal(lines, 0);
+    free(text);
+
+    metrics_rpc_error(metrics_worker(m, 0), "tools/call", "search", true, -32602);
+    metrics_rpc_error(metrics_worker(m, 1), "tools/call", "search", true, -32602);
+    metrics_rpc_error(metrics_worker(m, 0), "tools/list", "ignored", true, -32601);
+    metrics_rpc_error(metrics_worker(m, 0), "resources/read", NULL, true, -32002);
+    metrics_rpc_error(metrics_worker(m, 0), "resources/read", NULL, true, -32099);
+    metrics_rpc_error(metrics_worker(m, 1), "ping", NULL, true, 42);      /* other */
+    metrics_rpc_error(metrics_worker(m, 1), "ping", NULL, true, -31999);  /* other */
+    metrics_rpc_error(metrics_worker(m, 1), "ping", NULL, true, -32100);  /* other */
+    metrics_rpc_error(metrics_worker(m, 1), "ping", NULL, false, -32700); /* no code */
+    metrics_rpc_error(metrics_worker(m, 0), NULL, NULL, true, -32700);
+    text = render(m);
+    expect_sample(
+        text, "mcpeek_rpc_errors_total{rpc_method=\"tools/call\",tool=\"search\",code=\"-32602\"}",
+        2);
+    /* only tools/call has a tool */
+    expect_sample(
+        text, "mcpeek_rpc_errors_total{rpc_method=\"tools/list\",tool=\"\",code=\"-32601\"}", 1);
+    expect_sample(
+        text, "mcpeek_rpc_errors_total{rpc_method=\"resources/read\",tool=\"\",code=\"-32002\"}",
+        1);
+    expect_sample(
+        text, "mcpeek_rpc_errors_total{rpc_method=\"resources/read\",tool=\"\",code=\"-32099\"}",
+        1);
+    expect_sample(text, "mcpeek_rpc_errors_total{rpc_method=\"ping\",tool=\"\",code=\"other\"}", 4);
+    expect_sample(text, "mcpeek_rpc_errors_total{rpc_method=\"\",tool=\"\",code=\"-32700\"}", 1);
+    sum_prefix(text, "mcpeek_rpc_errors_total{", &lines);
+    assert_int_equal(lines, 6);
+    free(text);
+    metrics_free(m);
+}
+
+/* Every code a server may send maps to at most 106 values; many tools fold into other. */
+static void test_rpc_errors_bounded(void **state)
+{
+    struct metrics *m = metrics_new(1, 4096, "x");
+    struct worker_metrics *w;
+    char tool[32], *text;
+    double total;
+    int lines;
+
+    (void)state;
+    assert_non_null(m);
+    w = metrics_worker(m, 0);
+    for (long long code = -33000; code <= 1000; code++)
+        metrics_rpc_error(w, "ping", NULL, true, code);
+    text = render(m);
+    sum_prefix(text, "mcpeek_rpc_errors_total{rpc_method=\"ping\"", &lines);
+    if (lines != 106)
+        fail_msg("expected 106 code values (5 + 100 + other), got %d", lines);
+    expect_sample(text, "mcpeek_rpc_errors_total{rpc_method=\"ping\",tool=\"\",code=\"other\"}",
+                  34001 - 105);
+    free(text);
+
+    /* 1000 tools x 2 codes: the table holds 768 series before folding */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(tool, sizeof(tool), "t%d", i);
+        metrics_rpc_error(w, "tools/call", tool, true, -32602);
+        metrics_rpc_error(w, "tools/call", tool, true, -32603);
+    }
+    text = render(m);
+    total = sum_prefix(text, "mcpeek_rpc_errors_total{", &lines);
+    if (total != 34001 + 2000)
+        fail_msg("expected every error counted (%d), got %.0f", 34001 + 2000, total);
+    if (lines > 1024)
+        fail_msg("expected at most 1024 series, got %d", lines);
+    assert_true(sample(text, "mcpeek_rpc_errors_total{rpc_method=\"other\",tool=\"other\","
+                             "code=\"-32602\"}") > 0);
+    free(text);
+    metrics_free(m);
+}
+
+static void test_tool_errors(void **state)
+{
+    struct metrics *m = metrics_new(2, 1, "x");
+    char *text;
+    int lines;
+
+    (void)state;
+    assert_non_null(m);
+    text = render(m);
+    assert_non_null(strstr(text, "# TYPE mcpeek_tool_errors_total counter\n"));
+    sum_prefix(text, "mcpeek_tool_errors_total{", &lines);
+    assert_int_equal(lines, 0);
+    free(text);
+    metrics_tool_error(metrics_worker(m, 0), "geocode");
+    metrics_tool_error(metrics_worker(m, 1), "geocode");
+    metrics_tool_error(metrics_worker(m, 1), "second"); /* past the label limit of 1 */
+    metrics_tool_error(metrics_worker(m, 1), NULL);
+    text = render(m);
+    expect_sample(text, "mcpeek_tool_errors_total{tool=\"geocode\"}", 2);
+    expect_sample(text, "mcpeek_tool_errors_total{tool=\"other\"}", 1);
+    expect_sample(text, "mcpeek_tool_errors_total{tool=\"\"}", 1);
+    free(text);
+    metrics_free(m);
+}
+
+static void test_upstream_latency_and_log_failures(void **state)
+{
+    struct metrics *m = metrics_new(2, 100, "x");
+    struct strbuf sb;
+    char *text;
+
+    (void)state;
+    assert_non_null(m);
+    text = render(m); /* unlabelled families are complete from the start */
+    expect_sample(text, "mcpeek_upstream_duration_seconds_bucket{le=\"+Inf\"}", 0);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_count", 0);
+    expect_sample(text, "mcpeek_log_write_failures_total", 0);
+    free(text);
+
+    metrics_upstream_latency(metrics_worker(m, 0), 0.003);
+    metrics_upstream_latency(metrics_worker(m, 1), 0.2);
+    metrics_upstream_latency(metrics_worker(m, 1), -1); /* clamped to 0 */
+    metrics_log_write_failure(metrics_worker(m, 0), 3);
+    metrics_log_write_failure(metrics_worker(m, 1), 1);
+    text = render(m);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_bucket{le=\"0.001\"}", 1);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_bucket{le=\"0.005\"}", 2);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_bucket{le=\"0.1\"}", 2);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_bucket{le=\"0.25\"}", 3);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_bucket{le=\"+Inf\"}", 3);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_sum", 0.203);
+    expect_sample(text, "mcpeek_upstream_duration_seconds_count", 3);
+    expect_sample(text, "mcpeek_log_write_failures_total", 4);
+    free(text);
+
+    strbuf_init(&sb);
+    metrics_render_upstream_ready(&sb, true);
+    expect_sample(sb.data, "mcpeek_upstream_ready", 1);
+    assert_non_null(strstr(sb.data, "# TYPE mcpeek_upstream_ready gauge\n"));
+    strbuf_reset(&sb);
+    metrics_render_upstream_ready(&sb, false);
+    expect_sample(sb.data, "mcpeek_upstream_ready", 0);
+    strbuf_free(&sb);
+    metrics_free(m);
+}
+
 /* ---- the official parser ------------------------------------------------------------------- */
 
 static bool have_python_parser(void)
@@ -606,7 +764,14 @@ static int run_python(const char *script, const char *text, bool quiet)
     "assert got == want, (got, want)\n"                                                            \
     "h = fams[\"mcpeek_request_duration_seconds\"]\n"                                              \
     "assert h.type == \"histogram\", h.type\n"                                                     \
-    "assert fams[\"mcpeek_build_info\"].samples[0].labels[\"version\"] == \"v\\\"1\\\"\"\n"
+    "assert fams[\"mcpeek_build_info\"].samples[0].labels[\"version\"] == \"v\\\"1\\\"\"\n"        \
+    "e = [(s.labels[\"tool\"], s.labels[\"code\"], s.value) for s in "                             \
+    "fams[\"mcpeek_rpc_errors\"].samples if s.name == \"mcpeek_rpc_errors_total\"]\n"              \
+    "assert e == [(\"q\\\"\", \"-32001\", 1.0)], e\n"                                              \
+    "t = [(s.labels[\"tool\"], s.value) for s in fams[\"mcpeek_tool_errors\"].samples "            \
+    "if s.name == \"mcpeek_tool_errors_total\"]\n"                                                 \
+    "assert t == [(\"q\\\"\", 1.0)], t\n"                                                          \
+    "assert fams[\"mcpeek_upstream_duration_seconds\"].type == \"histogram\"\n"
 
 static void test_official_parser(void **state)
 {
@@ -628,6 +793,9 @@ static void test_official_parser(void **state)
     metrics_upstream_error(metrics_worker(m, 0), UPSTREAM_ERR_RESET);
     metrics_stream_opened(metrics_worker(m, 1));
     metrics_config_reload(m, false);
+    metrics_rpc_error(metrics_worker(m, 1), "tools/call", "q\"", true, -32001);
+    metrics_tool_error(metrics_worker(m, 0), "q\"");
+    metrics_upstream_latency(metrics_worker(m, 0), 0.5);
     text = render(m);
 
     rc = run_python(PY_PARSE, text, false);
@@ -823,6 +991,10 @@ int main(void)
         cmocka_unit_test(test_process_wide_values),
         cmocka_unit_test(test_help_and_type_lines),
         cmocka_unit_test(test_series_table_folds),
+        cmocka_unit_test(test_rpc_errors),
+        cmocka_unit_test(test_rpc_errors_bounded),
+        cmocka_unit_test(test_tool_errors),
+        cmocka_unit_test(test_upstream_latency_and_log_failures),
         cmocka_unit_test(test_official_parser),
         cmocka_unit_test(test_concurrent_writers_and_scraper),
     };
