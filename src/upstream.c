@@ -76,6 +76,7 @@ struct upstream_handle {
     bool refused_retry;               /* a resend was refused (the call failed for it) */
     bool refused_head;                /* the caller refused the head */
     bool curl_paused;                 /* the write callback answered CURL_WRITEFUNC_PAUSE */
+    curl_socket_t fd;                 /* the socket libcurl last watched for this transfer */
     curl_socket_t paused_fd;          /* its connection's socket, while curl_paused */
 };
 
@@ -175,7 +176,6 @@ static int on_close_socket(void *clientp, curl_socket_t fd)
 /* libcurl says what it waits for on `fd`. */
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    (void)easy;
     (void)socketp;
     struct upstream *up = userp;
     struct upsock *s = sock_get(up, fd);
@@ -195,6 +195,10 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     }
     if (!s && !(s = sock_new(up, fd, false)))
         return -1;
+    struct upstream_handle *h = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&h);
+    if (h)
+        h->fd = fd; /* the connection a pause of this transfer will hold */
     s->want = what;
     if ((what & CURL_POLL_IN) && !s->rev_on) {
         event_add(s->rev, NULL);
@@ -491,12 +495,10 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
     if (call->paused) {
         /* libcurl keeps these bytes and hands them over on resume. The connection's socket
          * is marked so that its readability is not taken for an idle connection's. */
-        curl_socket_t fd = CURL_SOCKET_BAD;
-        curl_easy_getinfo(h->easy, CURLINFO_ACTIVESOCKET, &fd);
-        struct upsock *s = sock_get(h->up, fd);
+        struct upsock *s = sock_get(h->up, h->fd);
         if (s)
             s->paused++;
-        h->paused_fd = s ? fd : CURL_SOCKET_BAD;
+        h->paused_fd = s ? h->fd : CURL_SOCKET_BAD;
         h->curl_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -604,7 +606,7 @@ static struct upstream_handle *handle_get(struct upstream *up, const struct upst
     h->attempts = 0;
     h->in_head = h->head_done = h->answered = false;
     h->refused_retry = h->refused_head = h->curl_paused = false;
-    h->paused_fd = CURL_SOCKET_BAD;
+    h->paused_fd = h->fd = CURL_SOCKET_BAD;
     h->errbuf[0] = '\0';
     strbuf_reset(&h->head);
     return h;
