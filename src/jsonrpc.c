@@ -235,24 +235,3 @@ void mcp_request_clear(struct mcp_request *req)
     openai_meta_free(req->openai);
     memset(req, 0, sizeof(*req));
 }
-
-bool jsonrpc_response_error_code(const char *body, size_t len, long long *code)
-{
-    json_t *root, *msg, *c;
-    bool found = false, in_arena;
-
-    if (!body || len == 0)
-        return false;
-    in_arena = json_arena_begin();
-    root = json_loadb(body, len, JSONRPC_DECODE_FLAGS, NULL);
-    msg = json_is_array(root) ? json_array_get(root, 0) : root;
-    c = json_object_get(json_object_get(msg, "error"), "code");
-    if (json_is_integer(c)) {
-        if (code)
-            *code = (long long)json_integer_value(c);
-        found = true;
-    }
-    json_arena_release(root, in_arena);
-    json_arena_end();
-    return found;
-}

@@ -20,14 +20,12 @@
 #include "mcpeek/client.h"
 #include "mcpeek/http1.h"
 #include "mcpeek/jsonrpc.h"
-#include "mcpeek/sse.h"
+#include "mcpeek/response_inspect.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
 /* Pause reading the upstream while this much waits in the client's output. */
 #define CLIENT_HIGH_WATER (256 * 1024)
-/* Bytes of a JSON answer kept to read its error.code for the log line. */
-#define JSON_PEEK_MAX (64 * 1024)
 /* Ended exchanges kept per worker for reuse, and the largest buffer a kept one may hold. */
 #define PROXY_SPARE_EXCHANGES 256
 #define PROXY_SPARE_BUFFER_MAX (8 * 1024)
@@ -68,9 +66,8 @@ struct exchange {
     enum response_kind kind;
     uint64_t bytes_in;
     uint64_t bytes_out;
-    struct sse_counter sse; /* events relayed, for the log line */
+    struct response_inspect inspect; /* reads the answer as it passes, for the log line */
 
-    struct strbuf peek; /* start of a JSON answer, for rpc_error_code */
     bool has_rpc_error;
     long long rpc_error_code;
     bool close_client; /* end by closing: the body was cut short */
@@ -291,6 +288,9 @@ static bool on_upstream_head(void *arg, int status, const struct upstream_header
         return false;
     ex->status = status;
     ex->kind = classify_response(ex, h, n);
+    metrics_upstream_latency(ex->w->metrics, ex->upstream_ms / 1000.0);
+    response_inspect_start(&ex->inspect, ex->has_body ? &ex->rpc : NULL, ex->kind,
+                           ex->gen->cfg->response_inspect_max, kept_len(ex->gen->cfg));
     struct strbuf *block = &ex->w->scratch;
     strbuf_reset(block);
     int64_t length = response_headers(ex, h, n, block);
@@ -311,13 +311,9 @@ static void on_upstream_body(void *arg, const char *data, size_t len)
     struct exchange *ex = arg;
     if (!ex->client)
         return;
-    if (ex->kind == RESPONSE_SSE)
-        sse_counter_feed(&ex->sse, data, len);
-    else if (ex->kind == RESPONSE_JSON && ex->peek.len < JSON_PEEK_MAX)
-        strbuf_append(&ex->peek, data,
-                      len < JSON_PEEK_MAX - ex->peek.len ? len : JSON_PEEK_MAX - ex->peek.len);
     ex->bytes_out += len;
     client_respond_body(ex->client, data, len);
+    response_inspect_feed(&ex->inspect, data, len); /* after the bytes went to the client */
     if (ex->kind == RESPONSE_SSE && ex->gen->cfg->stream_idle_timeout_ms)
         set_timer(ex, ex->gen->cfg->stream_idle_timeout_ms);
     if (!ex->paused && client_output_pending(ex->client) > CLIENT_HIGH_WATER) {
@@ -571,22 +567,23 @@ static void exchange_log(struct exchange *ex)
         .response = !ex->headers_sent                                    ? RESPONSE_NONE
                     : (ex->kind == RESPONSE_OTHER && ex->bytes_out == 0) ? RESPONSE_EMPTY
                                                                          : ex->kind,
-        .sse_events = ex->sse.events,
         .error = ex->error,
         .session_openai = ex->session_ctx,
     };
-    long long code;
     if (ex->has_rpc_error) {
         rec.has_rpc_error_code = true;
         rec.rpc_error_code = ex->rpc_error_code;
-    } else if (ex->peek.len > 0 &&
-               jsonrpc_response_error_code(ex->peek.data, ex->peek.len, &code)) {
-        rec.has_rpc_error_code = true;
-        rec.rpc_error_code = code;
     }
+    response_inspect_fill(&ex->inspect, &rec); /* mcpeek's own error, if any, wins */
     worker_log(w, &rec, &ex->gen->log_opts);
-    metrics_exchange(w->metrics, ex->has_body ? ex->rpc.method : NULL, ex->rpc.tool, rec.status,
-                     rec.duration_ms / 1000.0, ex->bytes_in, ex->bytes_out);
+    const char *rpc_method = ex->has_body ? ex->rpc.method : NULL;
+    metrics_exchange(w->metrics, rpc_method, ex->rpc.tool, rec.status, rec.duration_ms / 1000.0,
+                     ex->bytes_in, ex->bytes_out);
+    if (!ex->has_rpc_error && (rec.has_rpc_error_code || rec.rpc_error_message))
+        metrics_rpc_error(w->metrics, rpc_method, ex->rpc.tool, rec.has_rpc_error_code,
+                          rec.rpc_error_code);
+    if (rec.tool_is_error)
+        metrics_tool_error(w->metrics, ex->rpc.tool);
 }
 
 static void remember_session(struct exchange *ex)
@@ -609,16 +606,14 @@ static struct exchange *exchange_get(struct worker *w)
         w->spare_exchanges = ex->next;
         w->n_spare_exchanges--;
         struct event *timer = ex->timer;
-        struct strbuf peek = ex->peek, req_head = ex->req_head;
+        struct strbuf req_head = ex->req_head;
         struct curl_slist *req_hdr = ex->req_hdr;
         size_t req_hdr_cap = ex->req_hdr_cap;
         memset(ex, 0, sizeof(*ex));
         ex->timer = timer;
         ex->req_hdr = req_hdr;
         ex->req_hdr_cap = req_hdr_cap;
-        ex->peek = peek;
         ex->req_head = req_head;
-        strbuf_reset(&ex->peek);
         strbuf_reset(&ex->req_head);
         return ex;
     }
@@ -630,7 +625,6 @@ static struct exchange *exchange_get(struct worker *w)
         free(ex);
         return NULL;
     }
-    strbuf_init(&ex->peek);
     strbuf_init(&ex->req_head);
     return ex;
 }
@@ -639,15 +633,14 @@ static void exchange_free(struct exchange *ex)
 {
     event_free(ex->timer);
     free(ex->req_hdr);
-    strbuf_free(&ex->peek);
     strbuf_free(&ex->req_head);
     free(ex);
 }
 
 static void exchange_put(struct worker *w, struct exchange *ex)
 {
-    /* Large buffers (a big JSON answer's peek) are not worth keeping. */
-    if (w->n_spare_exchanges >= PROXY_SPARE_EXCHANGES || ex->peek.cap > PROXY_SPARE_BUFFER_MAX ||
+    /* Large buffers (a long request head) are not worth keeping. */
+    if (w->n_spare_exchanges >= PROXY_SPARE_EXCHANGES ||
         ex->req_head.cap > PROXY_SPARE_BUFFER_MAX) {
         exchange_free(ex);
         return;
@@ -689,6 +682,7 @@ static void exchange_finish(struct exchange *ex)
         metrics_stream_closed(w->metrics);
     remember_session(ex);
     exchange_log(ex);
+    response_inspect_clear(&ex->inspect); /* after the line: it borrowed the error message */
 
     if (ex->prev)
         ex->prev->next = ex->next;

@@ -6,6 +6,7 @@
  * writes them so, and the answer is relayed unchanged whatever the inspector concludes.
  */
 #include "mcpeek/response_inspect.h"
+#include "mcpeek/json_arena.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -79,15 +80,16 @@ static void inspect_text(struct response_inspect *ri, const char *s, size_t len)
 
     if (len == 0 || !inspect_worth_parsing(s, len))
         return;
+    /* The tree lives only here: the worker's arena holds it (what is kept is malloc'd). */
+    bool in_arena = json_arena_begin();
     root = json_loadb(s, len, JSON_ALLOW_NUL, NULL);
-    if (root == NULL)
-        return;
     if (json_is_array(root)) {
         json_array_foreach(root, i, msg) inspect_message(ri, msg);
-    } else {
+    } else if (root) {
         inspect_message(ri, root);
     }
-    json_decref(root);
+    json_arena_release(root, in_arena);
+    json_arena_end();
 }
 
 static void inspect_on_event(void *arg, const char *data, size_t len)

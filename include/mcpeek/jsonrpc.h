@@ -45,8 +45,4 @@ enum jsonrpc_status jsonrpc_parse(const char *body, size_t len, size_t max_strin
 /* Frees what the record owns and zeroes it; safe on a zeroed or already cleared record. */
 void mcp_request_clear(struct mcp_request *req);
 
-/* Reads `error.code` from a JSON-RPC response body (single or the first of a batch).
- * Returns true and sets *code when present. Used on upstream JSON answers. */
-bool jsonrpc_response_error_code(const char *body, size_t len, long long *code);
-
 #endif

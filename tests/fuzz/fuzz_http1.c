@@ -1,9 +1,10 @@
 /* fuzz_http1: libFuzzer harness for src/http1.c.
  *
  * The input is a request head (searched for with http1_head_end, whole and trickled, then
- * parsed in place) and, after the head's end if there is one, a chunked body. The body is decoded once in one piece and once in pieces whose sizes come from the
- * input: payload, consumed length and done/error state must not depend on the split.
- * Buffers are allocated to the exact length, so ASan sees any read past a span.
+ * parsed in place) and, after the head's end if there is one, a chunked body. The body is decoded
+ * once in one piece and once in pieces whose sizes come from the input: payload, consumed length
+ * and done/error state must not depend on the split. Buffers are allocated to the exact length, so
+ * ASan sees any read past a span.
  */
 #include <stdbool.h>
 #include <stddef.h>

@@ -845,67 +845,6 @@ static void test_parse_zeroes_and_clear_is_idempotent(void **state)
     mcp_request_clear(&req);
 }
 
-static void check_code(const char *body, bool expect_found, long long expect_code, int line)
-{
-    long long code = 12345;
-    bool found = jsonrpc_response_error_code(body, strlen(body), &code);
-
-    if (found != expect_found)
-        fail_msg("line %d: found: expected %s, got %s for %s", line,
-                 expect_found ? "true" : "false", found ? "true" : "false", body);
-    if (expect_found && code != expect_code)
-        fail_msg("line %d: code: expected %lld, got %lld", line, expect_code, code);
-    if (!expect_found && code != 12345)
-        fail_msg("line %d: code must stay untouched when not found, got %lld", line, code);
-}
-
-static void test_response_error_code(void **state)
-{
-    (void)state;
-
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32601,\"message\":\"x\"}}", true,
-               -32601, __LINE__);
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":0,\"message\":\"x\"}}", true, 0,
-               __LINE__);
-    check_code("[{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32602,\"message\":\"a\"}},"
-               " {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32603,\"message\":\"b\"}}]",
-               true, -32602, __LINE__);
-    /* Only the first element of a batch counts. */
-    check_code("[{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}},"
-               " {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32603,\"message\":\"b\"}}]",
-               false, 0, __LINE__);
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}", false, 0, __LINE__);
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":\"-32601\"}}", false, 0,
-               __LINE__);
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32601.0}}", false, 0, __LINE__);
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":\"oops\"}", false, 0, __LINE__);
-    check_code("{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"message\":\"no code\"}}", false, 0,
-               __LINE__);
-    check_code("event: message\ndata: {}\n\n", false, 0, __LINE__);
-    check_code("<html>502 Bad Gateway</html>", false, 0, __LINE__);
-    check_code("{\"error\":{\"code\":-1", false, 0, __LINE__);
-    check_code("[]", false, 0, __LINE__);
-    /* Duplicate keys: the last "error" and the last "code" count. */
-    check_code("{\"error\":{\"code\":1,\"code\":2}}", true, 2, __LINE__);
-    check_code("{\"error\":{\"code\":1},\"error\":{\"code\":3}}", true, 3, __LINE__);
-    check_code("{\"error\":{\"code\":1},\"error\":\"x\"}", false, 0, __LINE__);
-    check_code("{\"error\":{\"code\":1},\"error\":{}}", false, 0, __LINE__);
-    /* The whole body must be JSON, past the code too. */
-    check_code("{\"error\":{\"code\":7}} x", false, 0, __LINE__);
-    check_code("[{\"error\":{\"code\":7}}, {\"a\":}]", false, 0, __LINE__);
-    check_code("{\"error\":{\"code\":99999999999999999999}}", false, 0, __LINE__);
-    check_code("{\"result\":{\"error\":{\"code\":5}}}", false, 0, __LINE__);
-    check_code("[{\"error\":{\"code\":8}}, 1, [2]]", true, 8, __LINE__);
-    check_code("42", false, 0, __LINE__);
-    check_code("", false, 0, __LINE__);
-
-    if (jsonrpc_response_error_code(NULL, 0, NULL))
-        fail_msg("expected false for a NULL body, got true");
-    if (!jsonrpc_response_error_code("{\"error\":{\"code\":7}}", strlen("{\"error\":{\"code\":7}}"),
-                                     NULL))
-        fail_msg("expected true with a NULL code pointer, got false");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -934,7 +873,6 @@ int main(void)
         cmocka_unit_test(test_duplicate_keys_last_wins),
         cmocka_unit_test(test_embedded_nul_in_strings),
         cmocka_unit_test(test_parse_zeroes_and_clear_is_idempotent),
-        cmocka_unit_test(test_response_error_code),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
