@@ -15,15 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mcpeek/accesslog.h"
 #include "mcpeek/admin.h"
 #include "mcpeek/config.h"
+#include "mcpeek/conversation.h"
 #include "mcpeek/diag.h"
 #include "mcpeek/generation.h"
 #include "mcpeek/json_arena.h"
 #include "mcpeek/metrics.h"
+#include "mcpeek/ratelimit.h"
 #include "mcpeek/session_map.h"
 #include "mcpeek/worker.h"
 
@@ -95,6 +98,8 @@ static void reload(struct daemon *d)
     }
     for (unsigned i = 0; i < d->n_workers; i++)
         worker_post_generation(&d->workers[i], gen);
+    /* Buckets of unchanged rate_limit lines keep their tokens; the others go. */
+    ratelimit_retain(d->shared.ratelimits, gen->cfg->rate_limits, gen->cfg->n_rate_limits);
     generation_unref(d->gen);
     d->gen = gen;
     if (d->admin)
@@ -190,8 +195,11 @@ static int start(struct daemon *d, struct strbuf *errors)
     }
     d->shared.metrics = metrics_new(d->n_workers, cfg->metrics_label_limit, MCPEEK_VERSION);
     d->shared.sessions = session_map_new(cfg->session_map_size, cfg->session_map_ttl_ms);
+    d->shared.ratelimits = ratelimit_new(cfg->rate_limit_keys);
+    d->shared.conversations = conversation_table_new(cfg->conversation_max);
     d->workers = calloc(d->n_workers, sizeof(*d->workers));
-    if (!d->shared.metrics || !d->shared.sessions || !d->workers) {
+    if (!d->shared.metrics || !d->shared.sessions || !d->shared.ratelimits ||
+        !d->shared.conversations || !d->workers) {
         strbuf_puts(errors, "out of memory\n");
         return -1;
     }
@@ -217,6 +225,21 @@ static int start(struct daemon *d, struct strbuf *errors)
     return 0;
 }
 
+/* On the way out, once the workers are gone: every open conversation gets its line
+ * (reason shutdown). */
+static void end_conversations(struct daemon *d)
+{
+    if (!d->shared.conversations || !d->shared.log || !d->gen)
+        return;
+    struct conversation_record *open = conversation_end_all(d->shared.conversations);
+    if (!open)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    accesslog_write_conversations(d->shared.log, open, &now, &d->gen->log_opts);
+    conversation_records_free(open);
+}
+
 static void teardown(struct daemon *d)
 {
     for (unsigned i = 0; i < d->n_workers; i++) {
@@ -225,6 +248,7 @@ static void teardown(struct daemon *d)
         worker_join_and_free(&d->workers[i]);
     }
     free(d->workers);
+    end_conversations(d);
     admin_free(d->admin);
     for (size_t i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
         if (d->signals[i])
@@ -234,6 +258,8 @@ static void teardown(struct daemon *d)
     if (d->deadline)
         event_free(d->deadline);
     session_map_free(d->shared.sessions);
+    ratelimit_free(d->shared.ratelimits);
+    conversation_table_free(d->shared.conversations);
     metrics_free(d->shared.metrics);
     accesslog_close(d->shared.log);
     generation_unref(d->gen);

@@ -18,8 +18,10 @@
 
 #include "mcpeek/accesslog.h"
 #include "mcpeek/client.h"
+#include "mcpeek/conversation.h"
 #include "mcpeek/http1.h"
 #include "mcpeek/jsonrpc.h"
+#include "mcpeek/ratelimit.h"
 #include "mcpeek/response_inspect.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
@@ -72,6 +74,8 @@ struct exchange {
     long long rpc_error_code;
     bool close_client; /* end by closing: the body was cut short */
     const char *error;
+    const char *rate_limit; /* scope of the rate_limit line that refused it (static) */
+    uint32_t retry_after_s; /* of that refusal */
 };
 
 static void exchange_finish(struct exchange *ex);
@@ -138,19 +142,22 @@ static void send_rpc_error(struct exchange *ex, int status, int code, const char
     strbuf_puts(body, "}}");
     if (body->oom)
         return;
-    static const char json[] = "Content-Type: application/json\r\n";
-    static const char json_401[] = "Content-Type: application/json\r\nWWW-Authenticate: Bearer\r\n";
+    /* The header block: what the status needs besides the type (RFC 6750 3, RFC 6585 4). */
+    char headers[96];
+    int headers_len =
+        status == 401   ? snprintf(headers, sizeof(headers),
+                                   "Content-Type: application/json\r\nWWW-Authenticate: Bearer\r\n")
+        : status == 429 ? snprintf(headers, sizeof(headers),
+                                   "Content-Type: application/json\r\nRetry-After: %u\r\n",
+                                   (unsigned)ex->retry_after_s)
+                        : snprintf(headers, sizeof(headers), "Content-Type: application/json\r\n");
     ex->status = status;
     ex->kind = RESPONSE_JSON;
     ex->has_rpc_error = true;
     ex->rpc_error_code = code;
     ex->bytes_out += body->len;
     ex->headers_sent = true;
-    if (status == 401)
-        client_respond_start(ex->client, status, json_401, sizeof(json_401) - 1,
-                             (int64_t)body->len);
-    else
-        client_respond_start(ex->client, status, json, sizeof(json) - 1, (int64_t)body->len);
+    client_respond_start(ex->client, status, headers, (size_t)headers_len, (int64_t)body->len);
     client_respond_body(ex->client, body->data, body->len);
 }
 
@@ -547,6 +554,26 @@ static void start_upstream(struct exchange *ex, const char *body, size_t body_le
 
 /* ---- the exchange ------------------------------------------------------------------- */
 
+/* Adds the exchange to its ChatGPT conversation (openai/session, else Mcp-Session-Id) and
+ * writes the lines of the conversations that this ended. */
+static void track_conversation(struct exchange *ex, const struct exchange_record *rec)
+{
+    struct conversation_exchange cx = {
+        .ts = ex->started,
+        .mcp_session_id = ex->session_id,
+        .openai = ex->rpc.openai ? ex->rpc.openai : ex->session_ctx,
+        .tool = ex->has_body ? ex->rpc.tool : NULL,
+        .error = rec->status >= 400 || rec->has_rpc_error_code || rec->rpc_error_message ||
+                 rec->tool_is_error,
+        .ends_session = strcmp(ex->method, "DELETE") == 0 && ex->status >= 200 && ex->status < 300,
+        .bytes_in = ex->bytes_in,
+        .bytes_out = ex->bytes_out,
+    };
+    struct worker *w = ex->w;
+    worker_log_conversations(w, conversation_track(w->shared->conversations, &cx, worker_now_ms(),
+                                                   ex->gen->cfg->conversation_idle_timeout_ms));
+}
+
 static void exchange_log(struct exchange *ex)
 {
     struct worker *w = ex->w;
@@ -568,6 +595,7 @@ static void exchange_log(struct exchange *ex)
                     : (ex->kind == RESPONSE_OTHER && ex->bytes_out == 0) ? RESPONSE_EMPTY
                                                                          : ex->kind,
         .error = ex->error,
+        .rate_limit = ex->rate_limit,
         .session_openai = ex->session_ctx,
     };
     if (ex->has_rpc_error) {
@@ -584,6 +612,7 @@ static void exchange_log(struct exchange *ex)
                           rec.rpc_error_code);
     if (rec.tool_is_error)
         metrics_tool_error(w->metrics, ex->rpc.tool);
+    track_conversation(ex, &rec);
 }
 
 static void remember_session(struct exchange *ex)
@@ -779,6 +808,35 @@ static bool access_denied(struct exchange *ex, const struct http1_request *in)
     return false;
 }
 
+/* rate_limit lines: 429 with Retry-After when a bucket of the request's keys is empty. */
+static bool rate_limited(struct exchange *ex, const struct http1_request *in)
+{
+    const struct mcpeek_config *cfg = ex->gen->cfg;
+    if (cfg->n_rate_limits == 0)
+        return false;
+    struct ratelimit_keys keys = {{NULL}};
+    const OpenAiClientContext *o = ex->rpc.openai ? ex->rpc.openai : ex->session_ctx;
+    if (o) {
+        keys.value[RATELIMIT_OPENAI_SUBJECT] = o->subject_id;
+        keys.value[RATELIMIT_OPENAI_SESSION] = o->session_id;
+        keys.value[RATELIMIT_OPENAI_ORG] = o->organization_id;
+    }
+    keys.value[RATELIMIT_CLIENT_IP] = ex->client_ip;
+    const char *auth = http1_request_header(in, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        keys.value[RATELIMIT_TOKEN] = auth + 7;
+    const struct ratelimit_rule *r =
+        ratelimit_check(ex->w->shared->ratelimits, cfg->rate_limits, cfg->n_rate_limits, &keys,
+                        worker_now_ms(), &ex->retry_after_s);
+    if (!r)
+        return false;
+    ex->error = "rate_limited";
+    ex->rate_limit = ratelimit_scope_name(r->scope);
+    metrics_rate_limited(ex->w->metrics, r->scope);
+    send_rpc_error(ex, 429, -32000, "mcpeek: rate limit exceeded, retry later");
+    return true;
+}
+
 /* Answers without contacting the upstream when strict_json rejects the body. */
 static bool strict_rejects(struct exchange *ex)
 {
@@ -844,6 +902,10 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
             session_map_put(w->shared->sessions, ex->session_id, ex->rpc.openai, worker_now_ms());
         else
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
+    }
+    if (rate_limited(ex, req)) {
+        exchange_finish(ex);
+        return;
     }
     if (build_request(ex, req, uri) < 0) {
         ex->error = "out_of_memory";

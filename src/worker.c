@@ -14,6 +14,7 @@
 #include "mcpeek/client.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/server.h"
+#include "mcpeek/conversation.h"
 #include "mcpeek/json_arena.h"
 #include "mcpeek/upstream.h"
 
@@ -89,6 +90,29 @@ void worker_log(struct worker *w, const struct exchange_record *rec,
         event_active(w->log_flush, 0, 0);
 }
 
+void worker_log_conversations(struct worker *w, struct conversation_record *ended)
+{
+    if (!ended)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    worker_flush_log(w); /* keep the order: the exchange lines that ended them come first */
+    size_t lines = accesslog_write_conversations(w->shared->log, ended, &now, &w->gen->log_opts);
+    for (size_t i = 0; i < lines; i++)
+        metrics_log_line(w->metrics);
+    conversation_records_free(ended);
+}
+
+/* Worker 0 ends the conversations that went idle (conversation_idle_timeout). */
+static void on_conversation_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    worker_log_conversations(w, conversation_sweep(w->shared->conversations, worker_now_ms(),
+                                                   w->gen->cfg->conversation_idle_timeout_ms));
+}
+
 /* Graceful stop: the loop ends once no exchange is in flight and every response byte has
  * left for the client (freeing connections earlier would drop what is still queued). */
 static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
@@ -157,6 +181,13 @@ int worker_init(struct worker *w, unsigned index, struct shared *shared, struct 
     w->upstream = upstream_new(w->base);
     if (!w->wakeup || !w->drain_poll || !w->upstream)
         goto fail;
+    if (index == 0 && shared->conversations) {
+        w->conversation_sweep = event_new(w->base, -1, EV_PERSIST, on_conversation_sweep, w);
+        struct timeval every = {WORKER_CONVERSATION_SWEEP_MS / 1000,
+                                (WORKER_CONVERSATION_SWEEP_MS % 1000) * 1000};
+        if (!w->conversation_sweep || event_add(w->conversation_sweep, &every) < 0)
+            goto fail;
+    }
     if (server_start(w, gen->cfg, errors) < 0)
         goto fail_quiet;
     return 0;
@@ -220,6 +251,8 @@ void worker_join_and_free(struct worker *w)
         event_free(w->wakeup);
     if (w->drain_poll)
         event_free(w->drain_poll);
+    if (w->conversation_sweep)
+        event_free(w->conversation_sweep);
     if (w->log_flush) {
         worker_flush_log(w);
         event_free(w->log_flush);

@@ -25,6 +25,8 @@ struct client;
 struct event_base;
 struct event;
 struct upstream;
+struct ratelimit;
+struct conversation_table;
 
 /* Listening addresses per worker (`listen` lines). */
 #define WORKER_MAX_LISTEN CONFIG_LISTEN_MAX
@@ -34,6 +36,8 @@ struct shared {
     struct accesslog *log;
     struct metrics *metrics;
     struct session_map *sessions;
+    struct ratelimit *ratelimits;             /* rate_limit buckets, all workers */
+    struct conversation_table *conversations; /* open conversations, all workers */
     atomic_uint connections; /* open client connections, all workers (max_connections) */
 };
 
@@ -60,9 +64,14 @@ struct worker {
     struct exchange *live;                 /* list of in-flight exchanges (for forced shutdown) */
     struct exchange *spare_exchanges;      /* ended ones kept for reuse (proxy.c) */
     unsigned n_spare_exchanges;
-    struct client *clients;   /* every open client connection */
-    struct event *drain_poll; /* while stopping: checks that responses were flushed */
+    struct client *clients;           /* every open client connection */
+    struct event *drain_poll;         /* while stopping: checks that responses were flushed */
+    struct event *conversation_sweep; /* worker 0: ends idle conversations */
 };
+
+/* How often worker 0 looks for conversations idle past conversation_idle_timeout: the
+ * precision of that timeout, and cheap (the sweep stops at the first recent one). */
+#define WORKER_CONVERSATION_SWEEP_MS 1000
 
 /* Creates the worker's loop and binds its listeners from gen->cfg (takes a reference).
  * Returns 0 or -1 with a message in `errors`; nothing is left running on failure. */
@@ -82,6 +91,11 @@ void worker_join_and_free(struct worker *w);
  * loop iteration, or sooner when accesslog_batch_max is reached), never split. */
 void worker_log(struct worker *w, const struct exchange_record *rec,
                 const struct accesslog_options *opts);
+
+/* Writes the conversation lines of `ended` (conversation_track/sweep results; may be NULL)
+ * and frees the list. */
+struct conversation_record;
+void worker_log_conversations(struct worker *w, struct conversation_record *ended);
 
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t worker_now_ms(void);
