@@ -439,7 +439,7 @@ test('metrics_match_the_requests_made', { skip }, async (t) => {
         assert.equal(val('mcpeek_log_lines_total'), lines.length, 'log_lines_total = lines in the file');
         assert.equal(val('mcpeek_active_streams'), 0, 'no stream open any more');
         const errs = Object.fromEntries(samplesOf(samples, 'mcpeek_upstream_errors_total').map(([, l, v]) => [l.kind, v]));
-        assert.deepEqual(errs, { connect: 0, timeout: 0, reset: 0, tls: 0, other: 0, ...upstreamErrors }, text);
+        assert.deepEqual(errs, { connect: 0, timeout: 0, reset: 0, tls: 0, other: 0, dns: 0, ...upstreamErrors }, text);
         assert.equal(val('mcpeek_config_reloads_total', { result: 'success' }), 0);
         assert.equal(val('mcpeek_config_reloads_total', { result: 'failure' }), 0);
         assert.equal(val('mcpeek_workers'), 2);
