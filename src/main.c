@@ -28,6 +28,7 @@
 #include "mcpeek/metrics.h"
 #include "mcpeek/ratelimit.h"
 #include "mcpeek/session_map.h"
+#include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
 /* How often the main loop checks whether draining workers are done. */
@@ -71,6 +72,12 @@ static void warn_about(const struct mcpeek_config *cfg)
     if (!cfg->upstream_tls_verify && strncmp(cfg->upstream, "https:", 6) == 0)
         diag_log("warn", "upstream_tls_verify is off: the upstream's certificate and host name "
                          "are not checked");
+    if (cfg->upstream_http2 == UPSTREAM_HTTP2_PRIOR_KNOWLEDGE && !upstream_libcurl_reuses_h2c())
+        diag_log("warn",
+                 "upstream_http2 prior-knowledge: libcurl %s cannot reuse an h2c "
+                 "connection (curl issue #10634, fixed in 8.0.0): each request opens "
+                 "its own; upstream_http2 on (https) multiplexes",
+                 curl_version_info(CURLVERSION_NOW)->version);
 }
 
 static void reload(struct daemon *d)

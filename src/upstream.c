@@ -44,9 +44,9 @@
 /* A response head larger than this is refused (nginx's default proxy_buffer_size is 4-8 KiB;
  * libcurl's own limit is 100 KiB). */
 #define UPSTREAM_HEAD_MAX (64 * 1024)
-/* At most one upstream TLS diagnostic per this many seconds (a broken upstream fails every
- * request; the access log and the metric count them all). */
-#define UPSTREAM_TLS_DIAG_INTERVAL_S 10
+/* At most one upstream failure diagnostic per this many seconds (a broken upstream fails
+ * every request; the access log and the metric count them all). */
+#define UPSTREAM_DIAG_INTERVAL_S 10
 
 struct upsock {
     struct upstream *up;
@@ -280,19 +280,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- ending transfers ------------------------------------------------------------------- */
 
-static atomic_llong tls_last_report_s;
+static atomic_llong failure_last_report_s;
 
-/* Says on stderr why TLS to the upstream failed (certificate problems are what operators
- * need to see); the access log carries only "upstream_tls". */
-static void tls_report(const struct upstream_handle *h)
+/* Says on stderr, in libcurl's words, why a transfer failed (a certificate problem, a refused
+ * connection, a protocol error): the access log carries only the cause ("upstream_tls"). */
+static void failure_report(const struct upstream_handle *h, CURLcode rc)
 {
     long long now = (long long)time(NULL);
-    long long last = atomic_load(&tls_last_report_s);
-    if (now - last < UPSTREAM_TLS_DIAG_INTERVAL_S ||
-        !atomic_compare_exchange_strong(&tls_last_report_s, &last, now))
+    long long last = atomic_load(&failure_last_report_s);
+    if (now - last < UPSTREAM_DIAG_INTERVAL_S ||
+        !atomic_compare_exchange_strong(&failure_last_report_s, &last, now))
         return;
-    diag_log("warn", "upstream %s: TLS failed: %s", h->tg ? h->tg->origin : "?",
-             h->errbuf[0] ? h->errbuf : "no reason given");
+    diag_log("warn", "upstream %s: %s (libcurl %d: %s; next report in %d s at the earliest)",
+             h->tg ? h->tg->origin : "?", h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc),
+             (int)rc, curl_easy_strerror(rc), UPSTREAM_DIAG_INTERVAL_S);
 }
 
 /* The transfer is no longer paused (resumed, ended or removed). */
@@ -355,8 +356,8 @@ static void collect_done(struct upstream *up)
                    : h->refused_head
                        ? UPSTREAM_ERR_OTHER
                        : upstream_error_kind_from_curl(rc, h->answered, tls, h->errbuf);
-            if (kind == UPSTREAM_ERR_TLS)
-                tls_report(h);
+            if (!h->refused_head && !h->refused_retry && rc != CURLE_WRITE_ERROR)
+                failure_report(h, rc);
         }
         handle_put(up, h);
         if (call) {
@@ -528,6 +529,10 @@ static int handle_configure(struct upstream_handle *h, const struct upstream_tar
      * holds for the configured value, so a server closing idle connections right at it (Node:
      * 5 s) is never raced. */
     long maxage = (long)(cfg->upstream_keepalive_timeout_ms / 1000) - 1;
+    /* libcurl before 8.0.0 breaks a prior-knowledge (h2c) connection it reuses (curl issue
+     * #10634): there, each request gets a connection of its own. */
+    bool h2c_one_shot =
+        cfg->upstream_http2 == UPSTREAM_HTTP2_PRIOR_KNOWLEDGE && !upstream_libcurl_reuses_h2c();
     long dns_ttl = (long)((cfg->upstream_dns_ttl_ms + 999) / 1000);
     CURLcode rc = CURLE_OK;
 #define SET(opt, val)                                                                              \
@@ -550,9 +555,10 @@ static int handle_configure(struct upstream_handle *h, const struct upstream_tar
     SET(CURLOPT_BUFFERSIZE, (long)cfg->upstream_buffer_size);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_HTTP_VERSION, http_version);
-    SET(CURLOPT_PIPEWAIT, cfg->upstream_http2 != UPSTREAM_HTTP2_OFF ? 1L : 0L);
+    SET(CURLOPT_PIPEWAIT, cfg->upstream_http2 != UPSTREAM_HTTP2_OFF && !h2c_one_shot ? 1L : 0L);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
-    SET(CURLOPT_FORBID_REUSE, cfg->upstream_keepalive == 0 ? 1L : 0L);
+    SET(CURLOPT_FORBID_REUSE, cfg->upstream_keepalive == 0 || h2c_one_shot ? 1L : 0L);
+    SET(CURLOPT_FRESH_CONNECT, h2c_one_shot ? 1L : 0L);
     SET(CURLOPT_MAXAGE_CONN, maxage < 0 ? 0L : maxage);
     SET(CURLOPT_DNS_CACHE_TIMEOUT, dns_ttl);
     SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
@@ -683,6 +689,11 @@ static void start_handle(struct upstream *up, const struct upstream_target *t,
 }
 
 /* ---- public ------------------------------------------------------------------------------- */
+
+bool upstream_libcurl_reuses_h2c(void)
+{
+    return curl_version_info(CURLVERSION_NOW)->version_num >= 0x080000;
+}
 
 enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answered, bool tls,
                                                        const char *detail)

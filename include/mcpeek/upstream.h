@@ -87,6 +87,11 @@ void upstream_cancel(struct upstream_call *call);
 void upstream_probe(struct upstream *up, const struct upstream_target *target,
                     struct upstream_call *call);
 
+/* False with a libcurl older than 8.0.0, which cannot reuse an HTTP/2 prior-knowledge
+ * connection (curl issue #10634): upstream_http2 prior-knowledge then opens a connection per
+ * request, and main says so at start. */
+bool upstream_libcurl_reuses_h2c(void);
+
 /* The error cause for a failed transfer: `code` is libcurl's result, `answered` whether any
  * response byte arrived, `tls` whether the upstream is https. docs/logging.md has the table. */
 enum upstream_error_kind upstream_error_kind_from_curl(CURLcode code, bool answered, bool tls,

@@ -129,7 +129,9 @@ export async function startEverything(t) {
 
 // mcpeek in front of upstreamUrl. Returns an object with url/origin (what clients use), the
 // log file, and helpers. In DIRECT mode it returns the upstream itself and logs() is empty.
-export async function startMcpeek(t, upstreamUrl, { args = [], logFile, adminPort, env = {} } = {}) {
+// `prefix`: a command line mcpeek is started under (it must exec mcpeek with the arguments
+// appended), e.g. a private mount namespace: ['unshare', '-m', 'sh', '-c', '...; exec "$@"', 'sh'].
+export async function startMcpeek(t, upstreamUrl, { args = [], logFile, adminPort, env = {}, prefix = [] } = {}) {
     if (DIRECT) {
         const u = new URL(upstreamUrl);
         return {
@@ -146,8 +148,8 @@ export async function startMcpeek(t, upstreamUrl, { args = [], logFile, adminPor
     const log = logFile || path.join(dir, 'access.log');
     const fullArgs = ['--listen', `127.0.0.1:${port}`, '--upstream', upstreamUrl, '--log-file', log,
         '--admin-listen', adminPort ? `127.0.0.1:${adminPort}` : 'off', '--workers', '1', ...args];
-    const cmd = MCPEEK_WRAPPER.length ? MCPEEK_WRAPPER[0] : MCPEEK_BIN;
-    const cmdArgs = MCPEEK_WRAPPER.length ? [...MCPEEK_WRAPPER.slice(1), MCPEEK_BIN, ...fullArgs] : fullArgs;
+    const line = [...prefix, ...MCPEEK_WRAPPER, MCPEEK_BIN, ...fullArgs];
+    const [cmd, ...cmdArgs] = line;
     const proc = spawnTracked(null, 'mcpeek', cmd, cmdArgs, { env: { ...process.env, ...env } });
     proc.cmdline = [cmd, ...cmdArgs].join(' ');
 
