@@ -657,7 +657,9 @@ static void start_handle(struct upstream *up, const struct upstream_target *t,
         call->handle = h;
         call->paused = false;
         if (probe) {
+            /* Connect, then close: a probe's connection is of no use to anyone after. */
             curl_easy_setopt(h->easy, CURLOPT_URL, t->origin);
+            curl_easy_setopt(h->easy, CURLOPT_FORBID_REUSE, 1L);
             rc = curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 1L);
             h->retry_ok = true;
         } else {
