@@ -819,7 +819,12 @@ static void client_flush(struct client *c)
     while (c->out_off < c->out_len) {
         ssize_t n = client_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n == -1) {
+            /* The retry passes the same bytes from c->out + out_off, perhaps more of them and
+             * at a new address (tls.c allows both); a TLS write that waits for a read is
+             * retried from client_on_read, so reading must be on. */
             client_write_interest(c, !c->write_wants_read);
+            if (c->write_wants_read)
+                client_read_interest(c, true);
             if (c->timer_kind != TIMER_SEND && c->state == CLIENT_EXCHANGE)
                 client_timer_set(c, TIMER_SEND, c->w->gen->cfg->client_send_timeout_ms);
             return;
