@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mcpeek/access.h"
 #include "mcpeek/http1.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/tls.h"
@@ -88,11 +89,12 @@ struct client {
     bool chunked;
     size_t raw_pos; /* chunked: next undecoded input byte */
     struct http1_chunked chunk;
-    struct http1_request *pending; /* parsed head while its body arrives, owned */
-    const char *method;            /* static name of the parsed method, NULL if unknown */
-    bool have_line;                /* request line parsed: the two below are set */
-    char line_method[16];          /* as sent, for refusals */
-    char path[512];                /* target without the query, for refusals */
+    struct http1_request *pending;    /* parsed head while its body arrives, owned */
+    const struct http1_request *head; /* the parsed head (local or pending), for refusals */
+    const char *method;               /* static name of the parsed method, NULL if unknown */
+    bool have_line;                   /* request line parsed: the two below are set */
+    char line_method[16];             /* as sent, for refusals */
+    char path[512];                   /* target without the query, for refusals */
 
     /* the exchange */
     const struct client_ops *ops;
@@ -114,6 +116,7 @@ struct client {
 
 static void client_flush(struct client *c);
 static void client_process_input(struct client *c);
+static void client_take_head(struct client *c, struct http1_request *rp, size_t end);
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
@@ -395,8 +398,16 @@ static void client_sniff_request_line(const struct client *c, char *method, size
     path[j] = '\0';
 }
 
-/* Answers with a JSON-RPC error, logs the refusal and closes after the answer. */
-static void client_refuse(struct client *c, int status, int code, const char *error)
+/* Body bytes received for the current request (decoded so far, plus what awaits decoding). */
+static uint64_t client_body_received(const struct client *c)
+{
+    return c->head_len && c->in_len > c->head_len ? c->in_len - c->head_len : 0;
+}
+
+/* The log line of a request that got no answer from proxy.c: a refusal, or (status 0) a
+ * client gone in the middle of its upload. */
+static void client_log_refusal(struct client *c, int status, int code, const char *error,
+                               size_t bytes_out, enum access_verdict verdict)
 {
     char method[16], path[512];
     if (c->have_line) {
@@ -405,20 +416,46 @@ static void client_refuse(struct client *c, int status, int code, const char *er
     } else {
         client_sniff_request_line(c, method, sizeof(method), path, sizeof(path));
     }
+    struct proxy_refusal r = {
+        .method = method,
+        .path = path,
+        .client_ip = c->ip,
+        .tls = c->ssl ? SSL_get_version(c->ssl) : NULL,
+        .status = status,
+        .rpc_code = code,
+        .error = error,
+        .bytes_in = client_body_received(c),
+        .bytes_out = bytes_out,
+        .head = c->head,
+        .verdict = verdict,
+    };
+    proxy_log_refused(c->w, &r);
+}
+
+/* Answers with a JSON-RPC error, logs the refusal and closes after the answer. */
+static void client_refuse_with(struct client *c, int status, int code, const char *error,
+                               const char *message, enum access_verdict verdict)
+{
     const char *reason = client_reason(status);
     char body[256];
     int blen =
         snprintf(body, sizeof(body),
                  "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
-                 code, reason);
-    proxy_log_refused(c->w, method, path, c->ip, status, error, (size_t)blen);
+                 code, message ? message : reason);
+    client_log_refusal(c, status, code, error, (size_t)blen, verdict);
     char response[512];
-    int rlen = snprintf(response, sizeof(response),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                        status, reason, blen, body);
+    int rlen =
+        snprintf(response, sizeof(response),
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
+                 "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                 status, reason, status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", blen, body);
     client_out(c, response, (size_t)rlen);
     client_linger(c);
+}
+
+static void client_refuse(struct client *c, int status, int code, const char *error)
+{
+    client_refuse_with(c, status, code, error, NULL, ACCESS_OK);
 }
 
 /* ---- reading requests ------------------------------------------------------------------- */
@@ -470,6 +507,7 @@ static const char *client_known_method(const char *m)
 static void client_dispatch(struct client *c, const struct http1_request *r)
 {
     client_timer_off(c);
+    c->head = NULL;
     c->state = CLIENT_EXCHANGE;
     c->response_done = false;
     c->framing = FRAME_NONE;
@@ -518,7 +556,6 @@ static int client_body_progress(struct client *c)
 
 static void client_parse_head(struct client *c, size_t end)
 {
-    const struct mcpeek_config *cfg = c->w->gen->cfg;
     struct http1_request r;
     memset(&r, 0, offsetof(struct http1_request, headers));
     int rc = http1_parse_request_head(c->in, end, &r);
@@ -544,13 +581,33 @@ static void client_parse_head(struct client *c, size_t end)
         client_refuse(c, 400, -32600, "bad_request");
         return;
     }
+    /* From here on a refusal's log line can say whose request it was. */
+    c->head_len = end;
+    c->head = &r;
+    client_take_head(c, &r, end);
+    c->head = c->pending; /* NULL unless the body is still on its way */
+}
+
+/* A well-formed head: access checks, body limits, then the body or the exchange. */
+static void client_take_head(struct client *c, struct http1_request *rp, size_t end)
+{
+    const struct mcpeek_config *cfg = c->w->gen->cfg;
+    /* Host, Origin and token before anything else: a refused client uploads no body (no
+     * 100 Continue) and nothing of it is parsed. */
+    enum access_verdict verdict =
+        access_check(&c->w->gen->access, http1_request_header(rp, "Host"),
+                     http1_request_header(rp, "Origin"), http1_request_header(rp, "Authorization"));
+    if (verdict != ACCESS_OK) {
+        client_refuse_with(c, access_verdict_status(verdict), access_verdict_rpc_code(verdict),
+                           access_verdict_error(verdict), access_verdict_message(verdict), verdict);
+        return;
+    }
     if (c->expect_len > cfg->max_body_size) {
         client_refuse(c, 413, -32600, "body_too_large");
         return;
     }
-    c->head_len = end;
-    c->http10 = r.minor == 0;
-    const char *conn = http1_request_header(&r, "Connection");
+    c->http10 = rp->minor == 0;
+    const char *conn = http1_request_header(rp, "Connection");
     size_t conn_len = conn ? strlen(conn) : 0;
     c->keep_alive = c->http10 ? conn && http1_value_has_token(conn, conn_len, "keep-alive")
                               : !(conn && http1_value_has_token(conn, conn_len, "close"));
@@ -562,7 +619,7 @@ static void client_parse_head(struct client *c, size_t end)
     if (done < 0)
         return;
     if (done) {
-        client_dispatch(c, &r);
+        client_dispatch(c, rp);
         return;
     }
     /* The body is still on its way: keep the parsed head (its strings live in c->in). */
@@ -571,11 +628,11 @@ static void client_parse_head(struct client *c, size_t end)
         client_close(c);
         return;
     }
-    *c->pending = r;
+    *c->pending = *rp;
     c->state = CLIENT_BODY;
     client_timer_set(c, TIMER_BODY, cfg->client_body_timeout_ms);
     client_read_interest(c, true);
-    const char *expect = http1_request_header(&r, "Expect");
+    const char *expect = http1_request_header(rp, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && !c->http10) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         client_out(c, cont, sizeof(cont) - 1);
@@ -687,7 +744,10 @@ static bool client_fill(struct client *c)
         if (n == -1)
             return true;
         if (n <= 0) {
-            /* EOF or error: between requests a normal close; mid-request nothing to answer. */
+            /* EOF or error: between requests a normal close; mid-head nothing to answer. A
+             * client gone during its upload started an exchange: it gets its line. */
+            if (c->state == CLIENT_BODY)
+                client_log_refusal(c, 0, 0, "client_aborted", 0, ACCESS_OK);
             client_close(c);
             return false;
         }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcpeek/access.h"
 #include "mcpeek/strbuf.h"
 
 struct metrics;        /* the registry: all workers' slots + process-wide values */
@@ -40,8 +41,11 @@ void metrics_stream_opened(struct worker_metrics *wm); /* an SSE response starte
 void metrics_stream_closed(struct worker_metrics *wm); /* ... and ended */
 void metrics_log_line(struct worker_metrics *wm);
 /* an HTTPS connection closed before its handshake completed */
-void metrics_tls_handshake_failure(struct worker_metrics *wm); /* an access-log line was written */
-void metrics_upstream_ok(struct metrics *m, uint64_t now_ms);  /* upstream answered (readyz) */
+void metrics_tls_handshake_failure(struct worker_metrics *wm);
+/* a request refused by access.c: mcpeek_access_denied_total{reason} */
+void metrics_access_denied(struct worker_metrics *wm,
+                           enum access_verdict reason);       /* an access-log line was written */
+void metrics_upstream_ok(struct metrics *m, uint64_t now_ms); /* upstream answered (readyz) */
 uint64_t metrics_upstream_last_ok_ms(const struct metrics *m);
 void metrics_config_reload(struct metrics *m, bool success); /* main thread */
 
