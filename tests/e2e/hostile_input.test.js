@@ -315,6 +315,59 @@ test('body_trickled_past_client_body_timeout_gets_408_client_timeout', only, asy
     await proxy.expectLogCount(3);
 });
 
+// ---- every exchange that started leaves one line, naming whose it was ---------------------------
+
+test('client_hanging_up_mid_upload_leaves_one_client_aborted_line_with_bytes_in_as_received', only, async (t) => {
+    const { up, proxy } = await setup(t);
+    const c = await rawConnect(proxy.port);
+    // Declares 1 MiB, sends 100 KiB of it, then closes.
+    c.sock.write(rawPost(proxy.port, Buffer.alloc(100 * 1024, 'a'), {
+        contentLength: MiB, extra: ['Mcp-Session-Id: sess-upload', 'MCP-Protocol-Version: 2025-06-18'],
+    }));
+    await sleep(200);
+    c.sock.end();
+    await c.closed;
+    const lines = await proxy.expectLogCount(1);
+    expectFields(lines[0], {
+        error: 'client_aborted', status: 0, bytes_in: 100 * 1024, bytes_out: 0, http_method: 'POST', path: '/mcp',
+        mcp_session_id: 'sess-upload', mcp_protocol_version: '2025-06-18', rpc_error_code: undefined, response: undefined,
+    });
+    assert.equal(up.hits().length, 0);
+    await assertServes(proxy);
+});
+
+test('refusals_after_the_head_carry_session_protocol_version_and_openai_context', only, async (t) => {
+    const dir = tmpDir(t);
+    fs.writeFileSync(path.join(dir, 'tokens'), 'tok\n');
+    const { proxy } = await setup(t, undefined, ['--max-body-size', '1k', '--client-body-timeout', '1s',
+        '--auth-tokens-file', path.join(dir, 'tokens')]);
+    const auth = ['Authorization', 'Bearer tok'];
+    const body = rpc('ctx', 'tools/call', { name: 'probe', arguments: {}, _meta: { 'openai/session': 'v1/conv-42', 'openai/subject': 'v1/user-7' } });
+    const first = await request(proxy.url, { method: 'POST', headers: [...POST_HEADERS, auth, ['Mcp-Session-Id', 'sess-ctx']], body });
+    assert.equal(first.status, 200, first.text());
+    const who = ['Mcp-Session-Id: sess-ctx', 'MCP-Protocol-Version: 2025-06-18'];
+    // 413 on the declared length
+    const c1 = await rawConnect(proxy.port);
+    c1.sock.write(rawPost(proxy.port, '', { contentLength: 100 * MiB, extra: ['Authorization: Bearer tok', ...who] }));
+    assertRpcError(await c1.response(), 413);
+    c1.sock.destroy();
+    // 408 on a body that stops coming
+    const c2 = await rawConnect(proxy.port);
+    c2.sock.write(rawPost(proxy.port, '{"jsonrpc":', { contentLength: 500, extra: ['Authorization: Bearer tok', ...who] }));
+    assertRpcError(await c2.response(3000), 408);
+    c2.sock.destroy();
+    // 401 on the head
+    const c3 = await rawConnect(proxy.port);
+    c3.sock.write(rawPost(proxy.port, '{}', { extra: who }));
+    assertRpcError(await c3.response(), 401);
+    c3.sock.destroy();
+    const lines = await proxy.expectLogCount(4);
+    const want = { mcp_session_id: 'sess-ctx', mcp_protocol_version: '2025-06-18', openai_session: 'v1/conv-42', openai_subject: 'v1/user-7', openai_from: 'session_map' };
+    expectFields(lines[1], { status: 413, error: 'body_too_large', ...want }, '413 line');
+    expectFields(lines[2], { status: 408, error: 'client_timeout', bytes_in: 11, ...want }, '408 line');
+    expectFields(lines[3], { status: 401, error: 'unauthorized', ...want }, '401 line');
+});
+
 // ---- failing upstreams ------------------------------------------------------------------------
 
 test('upstream_refusing_connections_gets_502_upstream_connect_with_the_request_id', only, async (t) => {
