@@ -116,7 +116,8 @@ struct client {
 
 static void client_flush(struct client *c);
 static void client_process_input(struct client *c);
-static void client_take_head(struct client *c, struct http1_request *rp, size_t end);
+static void client_take_head(struct client *c, struct http1_request *rp, const char *host,
+                             size_t end);
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
@@ -460,32 +461,6 @@ static void client_refuse(struct client *c, int status, int code, const char *er
 
 /* ---- reading requests ------------------------------------------------------------------- */
 
-/* How the head frames the body. Two different Content-Lengths, Content-Length beside
- * Transfer-Encoding, or a coding other than chunked: refused (400), since that is how
- * requests are smuggled past one parser and read differently by the next. */
-static int client_body_framing(struct client *c, const struct http1_request *r)
-{
-    bool has_length = false;
-    c->chunked = false;
-    c->expect_len = 0;
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct http1_header *h = &r->headers[i];
-        if (strcasecmp(h->name, "Content-Length") == 0) {
-            uint64_t v;
-            if (http1_parse_content_length(h->value, h->value_len, &v) < 0 ||
-                (has_length && v != c->expect_len))
-                return -1;
-            has_length = true;
-            c->expect_len = v;
-        } else if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
-            if (c->chunked || strcasecmp(h->value, "chunked") != 0)
-                return -1;
-            c->chunked = true;
-        }
-    }
-    return has_length && c->chunked ? -1 : 0;
-}
-
 /* Copies s[0..len) cut to fit `size` with its NUL (refusal log lines cap values anyway). */
 static void client_copy_text(char *dst, size_t size, const char *s, size_t len)
 {
@@ -577,26 +552,34 @@ static void client_parse_head(struct client *c, size_t end)
         client_refuse(c, 405, -32600, "method_not_allowed");
         return;
     }
-    if (client_body_framing(c, &r) < 0) {
+    /* Ambiguous framing (two lengths, a length beside chunked, Transfer-Encoding on 1.0, Host
+     * missing, repeated or not the absolute target's): that is how requests are smuggled
+     * past one parser and read differently by the next, so it is refused. */
+    struct http1_framing framing;
+    if (http1_request_framing(&r, &framing) != NULL) {
         client_refuse(c, 400, -32600, "bad_request");
         return;
     }
+    c->chunked = framing.chunked;
+    c->expect_len = framing.length;
+    client_copy_text(c->path, sizeof(c->path), r.target, strcspn(r.target, "?"));
     /* From here on a refusal's log line can say whose request it was. */
     c->head_len = end;
     c->head = &r;
-    client_take_head(c, &r, end);
+    client_take_head(c, &r, framing.host, end);
     c->head = c->pending; /* NULL unless the body is still on its way */
 }
 
 /* A well-formed head: access checks, body limits, then the body or the exchange. */
-static void client_take_head(struct client *c, struct http1_request *rp, size_t end)
+static void client_take_head(struct client *c, struct http1_request *rp, const char *host,
+                             size_t end)
 {
     const struct mcpeek_config *cfg = c->w->gen->cfg;
     /* Host, Origin and token before anything else: a refused client uploads no body (no
      * 100 Continue) and nothing of it is parsed. */
     enum access_verdict verdict =
-        access_check(&c->w->gen->access, http1_request_header(rp, "Host"),
-                     http1_request_header(rp, "Origin"), http1_request_header(rp, "Authorization"));
+        access_check(&c->w->gen->access, host, http1_request_header(rp, "Origin"),
+                     http1_request_header(rp, "Authorization"));
     if (verdict != ACCESS_OK) {
         client_refuse_with(c, access_verdict_status(verdict), access_verdict_rpc_code(verdict),
                            access_verdict_error(verdict), access_verdict_message(verdict), verdict);
@@ -615,6 +598,7 @@ static void client_take_head(struct client *c, struct http1_request *rp, size_t 
     c->body_len = 0;
     c->raw_pos = end;
     memset(&c->chunk, 0, sizeof(c->chunk));
+    c->chunk.strict = true;
     int done = client_body_progress(c);
     if (done < 0)
         return;

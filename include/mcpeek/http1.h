@@ -57,6 +57,21 @@ size_t http1_head_end(const char *buf, size_t len, size_t from);
  * (431). */
 int http1_parse_request_head(char *buf, size_t head_len, struct http1_request *out);
 
+/* How a request head frames its body, once http1_request_framing accepted it. */
+struct http1_framing {
+    bool chunked;     /* Transfer-Encoding: chunked */
+    bool has_length;  /* Content-Length given */
+    uint64_t length;  /* its value */
+    const char *host; /* the one Host value, NULL when absent (HTTP/1.0 only) */
+};
+
+/* The request-side rules of RFC 9112 that keep a request from being read two ways by two
+ * parsers (docs/security.md lists them): Content-Length and Transfer-Encoding, Host, and the
+ * request-target's form. Returns NULL, or the rule broken (a refusal with 400). An
+ * absolute-form target (http://host/path) is rewritten in place to origin-form (/path), after
+ * checking its authority is the Host. */
+const char *http1_request_framing(struct http1_request *r, struct http1_framing *out);
+
 /* The value of the first request header named `name` (case-insensitive), or NULL. */
 const char *http1_request_header(const struct http1_request *r, const char *name);
 
@@ -69,11 +84,22 @@ bool http1_value_has_token(const char *value, size_t len, const char *token);
 /* Content-Length value: 0 and the length, or -1 when not a plain decimal number. */
 int http1_parse_content_length(const char *value, size_t len, uint64_t *out);
 
-/* Chunked decoder state; zero it to start a body. */
+/* Framing bytes (extensions of one size line, or the whole trailer section) a strict decoder
+ * accepts; a body may not hide an unbounded stream behind its framing. */
+#define HTTP1_CHUNK_FRAMING_MAX 4096
+
+/* Chunked decoder state; zero it to start a body, then set `strict` for a request body. */
 struct http1_chunked {
     unsigned state;
     unsigned digits;    /* hex digits read of the current size line */
     uint64_t remaining; /* payload bytes left in the current chunk */
+    /* Request side (RFC 9112 7.1, as strict as haproxy): every line ends in CR LF, the size
+     * is followed only by ";" extensions of the form ;token[=token|quoted-string] (no
+     * whitespace, no control bytes), trailer lines hold no control bytes, and at most
+     * HTTP1_CHUNK_FRAMING_MAX bytes of extensions per line and of trailers. Off: what
+     * upstream servers send is read leniently (bare LF, anything after the size). */
+    bool strict;
+    unsigned framing; /* strict: extension or trailer bytes counted against the cap */
 };
 
 /* Consumes a prefix of in[0..len): returns the bytes consumed (> 0 while len > 0 and the

@@ -447,12 +447,13 @@ static void test_chunked_byte_by_byte(void **state)
     assert_int_equal(data_len, 0);
 }
 
-static void expect_chunked(const char *body, const char *payload)
+static void expect_chunked_mode(const char *body, const char *payload, bool strict)
 {
     for (size_t step = 1; step <= strlen(body); step++) {
         struct http1_chunked c;
         struct sink s = {.len = 0};
         memset(&c, 0, sizeof(c));
+        c.strict = strict;
         size_t total = 0;
         for (size_t off = 0; off < strlen(body); off += step) {
             size_t n = strlen(body) - off < step ? strlen(body) - off : step;
@@ -467,6 +468,11 @@ static void expect_chunked(const char *body, const char *payload)
                      "\"%s\"",
                      body, step, http1_chunked_done(&c), total, (int)s.len, s.data, payload);
     }
+}
+
+static void expect_chunked(const char *body, const char *payload)
+{
+    expect_chunked_mode(body, payload, false);
 }
 
 static void test_chunked_variants(void **state)
@@ -495,12 +501,13 @@ static void test_chunked_variants(void **state)
 
 /* Feeds `body` whole and byte by byte; both must report a framing error, and the payload
  * handed out before it must be `before`. */
-static void expect_chunked_error(const char *body, const char *before)
+static void expect_chunked_error_mode(const char *body, const char *before, bool strict)
 {
     for (size_t step = 1; step <= strlen(body); step = step == 1 ? strlen(body) : step + 1) {
         struct http1_chunked c;
         struct sink s = {.len = 0};
         memset(&c, 0, sizeof(c));
+        c.strict = strict;
         bool failed = false;
         for (size_t off = 0; off < strlen(body) && !failed; off += step) {
             size_t n = strlen(body) - off < step ? strlen(body) - off : step;
@@ -513,6 +520,11 @@ static void expect_chunked_error(const char *body, const char *before)
             fail_msg("%s: payload before the error \"%.*s\", expected \"%s\"", body, (int)s.len,
                      s.data, before);
     }
+}
+
+static void expect_chunked_error(const char *body, const char *before)
+{
+    expect_chunked_error_mode(body, before, false);
 }
 
 static void test_chunked_errors(void **state)
@@ -530,6 +542,179 @@ static void test_chunked_errors(void **state)
     expect_chunked_error("5\r\nhello\r\n\r\n0\r\n\r\n", "hello"); /* empty size line */
     expect_chunked_error("3\r\nabcdef\r\n0\r\n\r\n", "abc");      /* chunk longer than its size */
     expect_chunked_error("0\r\n\rX\r\n", "");                     /* bad end of trailer */
+}
+
+/* ---- the strict (request-side) chunked decoder: RFC 9112 7.1 ---------------------------- */
+
+static void test_strict_chunked_accepts_the_grammar(void **state)
+{
+    (void)state;
+    /* CHUNKED_BODY: extensions with token and quoted values, a quoted ';', trailers */
+    expect_chunked_mode(CHUNKED_BODY, CHUNKED_PAYLOAD, true);
+    expect_chunked_mode("5;a;b=c;d=\"q \\\"x\\\\\"\r\nhello\r\n0\r\n\r\n", "hello", true);
+    expect_chunked_mode("5;a=\"\xc3\xa9\"\r\nhello\r\n0\r\nX-T: a\tb\r\n\r\n", "hello", true);
+    expect_chunked_mode("0\r\n\r\n", "", true);
+}
+
+static void test_strict_chunked_refusals(void **state)
+{
+    (void)state;
+    /* whitespace or control bytes in the size line (RFC 9112 7.1) */
+    expect_chunked_error_mode("5 \r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5\t\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode(" 5\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5 ;a\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5\x01\r\nhello\r\n0\r\n\r\n", "", true);
+    /* extensions that are not ;token[=token|quoted-string] (RFC 9112 7.1.1) */
+    expect_chunked_error_mode("5; a\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a =b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a= b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;=b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=b=c\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\"x\"y\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\"x\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\"\\\x01\"\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a(b)\r\nhello\r\n0\r\n\r\n", "", true);
+    /* bare LF as a line end anywhere in the framing (RFC 9112 7.1, 2.2) */
+    expect_chunked_error_mode("5\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=b\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5\r\nhello\n0\r\n\r\n", "hello", true);
+    expect_chunked_error_mode("5\r\nhello\r\n0\n\r\n", "hello", true);
+    expect_chunked_error_mode("5\r\nhello\r\n0\r\n\n", "hello", true);
+    expect_chunked_error_mode("0\r\nA: 1\n\r\n", "", true);
+    /* control bytes in a trailer line */
+    expect_chunked_error_mode("0\r\nA: \x01\r\n\r\n", "", true);
+    /* the lenient decoder (upstream side) still takes them */
+    expect_chunked("5 ;a b\nhello\n0\n\n", "hello");
+}
+
+static void test_strict_chunked_caps_extension_bytes(void **state)
+{
+    (void)state;
+    static char body[2 * HTTP1_CHUNK_FRAMING_MAX + 64];
+    size_t n = 0;
+    memcpy(body, "1;a=", 4);
+    n = 4;
+    while (n < HTTP1_CHUNK_FRAMING_MAX + 8)
+        body[n++] = 'x';
+    memcpy(body + n, "\r\nx\r\n0\r\n\r\n", 11);
+    struct http1_chunked c;
+    struct sink s = {.len = 0};
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(feed_all(&c, body, strlen(body), &s), -1);
+    /* just below the cap: fine */
+    body[4 + HTTP1_CHUNK_FRAMING_MAX - 8] = '\0';
+    size_t len = strlen(body);
+    memcpy(body + len, "\r\nx\r\n0\r\n\r\n", 11);
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    s.len = 0;
+    assert_int_equal(feed_all(&c, body, strlen(body), &s), (ssize_t)strlen(body));
+    assert_true(http1_chunked_done(&c));
+}
+
+/* ---- request heads and their framing rules (RFC 9112 3.2, 6.1, 6.3) ---------------------- */
+
+/* Parses `head` (CRLF lines, ending in an empty line) and applies the framing rules. */
+static const char *framing_of(const char *head, struct http1_framing *f, char *target_out,
+                              size_t target_size)
+{
+    static char buf[2048];
+    struct http1_request r;
+    size_t len = strlen(head);
+    assert_true(len < sizeof(buf));
+    memcpy(buf, head, len + 1);
+    assert_int_equal(http1_head_end(buf, len, 0), len);
+    if (http1_parse_request_head(buf, len, &r) != 0)
+        fail_msg("head not parsed: %s", head);
+    const char *why = http1_request_framing(&r, f);
+    if (target_out)
+        snprintf(target_out, target_size, "%s", r.target);
+    return why;
+}
+
+static void expect_framing_refused(const char *head, const char *rule)
+{
+    struct http1_framing f;
+    const char *why = framing_of(head, &f, NULL, 0);
+    if (!why)
+        fail_msg("accepted: %s", head);
+    if (!strstr(why, rule))
+        fail_msg("refused for '%s', expected '%s': %s", why, rule, head);
+}
+
+static void test_request_framing_accepts(void **state)
+{
+    (void)state;
+    struct http1_framing f;
+    char target[256];
+    assert_null(framing_of("POST /mcp HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n"
+                           "Content-Length: 5\r\n\r\n",
+                           &f, target, sizeof(target)));
+    assert_true(f.has_length);
+    assert_int_equal(f.length, 5);
+    assert_false(f.chunked);
+    assert_string_equal(f.host, "a.example");
+    assert_null(
+        framing_of("POST /mcp HTTP/1.1\r\nHost: [::1]:8080\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                   &f, target, sizeof(target)));
+    assert_true(f.chunked);
+    assert_null(framing_of("GET /mcp HTTP/1.0\r\n\r\n", &f, target, sizeof(target)));
+    assert_null(f.host); /* HTTP/1.0 may omit Host */
+    assert_null(framing_of("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &f, target, sizeof(target)));
+    assert_null(framing_of("GET /x HTTP/1.1\r\nHost:\r\n\r\n", &f, target, sizeof(target)));
+    /* absolute-form with the Host's authority: rewritten to origin-form */
+    assert_null(
+        framing_of("POST http://A.example:8080/mcp?x=1 HTTP/1.1\r\nHost: a.example:8080\r\n\r\n",
+                   &f, target, sizeof(target)));
+    assert_string_equal(target, "/mcp?x=1");
+    assert_null(framing_of("GET https://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n", &f, target,
+                           sizeof(target)));
+    assert_string_equal(target, "/");
+    assert_null(framing_of("GET http://a.example?q HTTP/1.1\r\nHost: a.example\r\n\r\n", &f, target,
+                           sizeof(target)));
+    assert_string_equal(target, "/?q");
+}
+
+static void test_request_framing_refusals(void **state)
+{
+    (void)state;
+    expect_framing_refused(
+        "POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "6.3");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", "6.3");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           "6.1");
+    expect_framing_refused(
+        "POST /mcp HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "7");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           "7");
+    /* Transfer-Encoding on HTTP/1.0 (RFC 9112 6.1) */
+    expect_framing_refused("POST /mcp HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           "HTTP/1.0 request (RFC 9112 6.1)");
+    /* Host: missing on 1.1, repeated, malformed (RFC 9112 3.2) */
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "no Host");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+                           "more than one Host");
+    expect_framing_refused("POST /mcp HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+                           "more than one Host");
+    expect_framing_refused("GET /mcp HTTP/1.1\r\nHost: a b\r\n\r\n", "3.2)");
+    expect_framing_refused("GET /mcp HTTP/1.1\r\nHost: user@a\r\n\r\n", "3.2)");
+    /* absolute-form whose authority is not the Host (RFC 9112 3.2.2) */
+    expect_framing_refused("POST http://evil.example/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                           "3.2.2");
+    expect_framing_refused("POST http://a.example:81/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                           "3.2.2");
+    expect_framing_refused("POST http://u@a.example/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                           "3.2)");
+    expect_framing_refused("POST ftp://a.example/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2)");
+    expect_framing_refused("POST mcp HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2)");
+    expect_framing_refused("GET * HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2.4");
 }
 
 int main(void)
@@ -552,6 +737,11 @@ int main(void)
         cmocka_unit_test(test_chunked_byte_by_byte),
         cmocka_unit_test(test_chunked_variants),
         cmocka_unit_test(test_chunked_errors),
+        cmocka_unit_test(test_strict_chunked_accepts_the_grammar),
+        cmocka_unit_test(test_strict_chunked_refusals),
+        cmocka_unit_test(test_strict_chunked_caps_extension_bytes),
+        cmocka_unit_test(test_request_framing_accepts),
+        cmocka_unit_test(test_request_framing_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
