@@ -1023,15 +1023,11 @@ void client_respond_start(struct client *c, int status, const char *headers, siz
         static const char te[] = "Transfer-Encoding: chunked\r\n";
         client_out(c, te, sizeof(te) - 1);
     } else if (content_length >= 0 && status != 204) {
-        char digits[24];
-        uint64_t v = (uint64_t)content_length;
-        n = sizeof(digits);
-        do
-            digits[--n] = (char)('0' + v % 10);
-        while ((v /= 10) != 0);
+        char digits[DECIMAL_MAX];
+        n = decimal_write(digits, (uint64_t)content_length);
         static const char cl[] = "Content-Length: ";
         client_out(c, cl, sizeof(cl) - 1);
-        client_out(c, digits + n, sizeof(digits) - n);
+        client_out(c, digits, n);
         client_out(c, "\r\n", 2);
     }
     if (!c->keep_alive) {

@@ -110,20 +110,6 @@ static bool header_is_hop_by_hop(const char *name, size_t len)
     }
 }
 
-/* Decimal digits of `v` into buf (at least 21 bytes); returns how many. printf is a
- * noticeable share of a request's CPU for this. */
-static size_t format_size(char *buf, size_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* Values copied from requests are kept one UTF-8 character longer than the log shows, so
  * the log line can mark a cut value with "..." (accesslog caps at log_value_max_length). */
 static size_t kept_len(const struct mcpeek_config *cfg)
@@ -443,9 +429,8 @@ static int build_request_head(struct exchange *ex, const struct http1_request *i
     if (host)
         put_header(h, "X-Forwarded-Host", 16, host, strlen(host));
     if (body_len > 0 || method_has_body(ex->method)) {
-        char digits[24];
         strbuf_puts(h, "Content-Length: ");
-        strbuf_append(h, digits, format_size(digits, body_len));
+        strbuf_put_uint(h, body_len, 0);
         strbuf_append(h, "\r\n", 2);
     }
     strbuf_append(h, "\r\n", 2);
