@@ -468,3 +468,51 @@ bool http1_chunked_done(const struct http1_chunked *c)
 {
     return c->state == CHUNK_DONE;
 }
+
+int http1_chunked_in_place(struct http1_chunked *c, char *buf, size_t start, size_t *decoded,
+                           size_t *len, size_t max_decoded)
+{
+    size_t raw = start + *decoded;
+    while (raw < *len && !http1_chunked_done(c)) {
+        const char *data;
+        size_t data_len;
+        ssize_t used = http1_chunked_feed(c, buf + raw, *len - raw, &data, &data_len);
+        if (used < 0)
+            return -1;
+        if (*decoded + data_len > max_decoded)
+            return -2;
+        if (data_len > 0) /* data is NULL when the piece held only framing */
+            memmove(buf + start + *decoded, data, data_len);
+        *decoded += data_len;
+        raw += (size_t)used;
+    }
+    /* The undecoded rest moves up behind the payload: framing read so far no longer takes
+     * room (1-byte chunks are six times their payload), and once the body is done, pipelined
+     * bytes follow it directly. */
+    size_t rest = *len - raw;
+    memmove(buf + start + *decoded, buf + raw, rest);
+    *len = start + *decoded + rest;
+    return http1_chunked_done(c) ? 1 : 0;
+}
+
+void http1_request_offsets_save(const struct http1_request *r, const char *base,
+                                struct http1_request_offsets *o)
+{
+    o->method = (size_t)(r->method - base);
+    o->target = (size_t)(r->target - base);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        o->names[i] = (size_t)(r->headers[i].name - base);
+        o->values[i] = (size_t)(r->headers[i].value - base);
+    }
+}
+
+void http1_request_offsets_restore(struct http1_request *r, const char *base,
+                                   const struct http1_request_offsets *o)
+{
+    r->method = base + o->method;
+    r->target = base + o->target;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        r->headers[i].name = base + o->names[i];
+        r->headers[i].value = base + o->values[i];
+    }
+}

@@ -1,8 +1,9 @@
 /* http1: HTTP/1.x message parsing that allocates nothing (RFC 9112).
  *
- * A response head parser whose results point into the caller's buffer, and a chunked
- * transfer-coding decoder that hands back payload spans of the input as it is fed, whatever
- * the chunk boundaries. No I/O here: upstream.c feeds them what it reads.
+ * A response head parser whose results point into the caller's buffer, a request head parser
+ * with the framing rules of the front end, and a chunked transfer-coding decoder that hands
+ * back payload spans of the input as it is fed, whatever the chunk boundaries (also run in
+ * place over a request buffer). No I/O here: client.c and upstream.c feed them what they read.
  */
 #ifndef MCPEEK_HTTP1_H
 #define MCPEEK_HTTP1_H
@@ -110,5 +111,25 @@ ssize_t http1_chunked_feed(struct http1_chunked *c, const char *in, size_t len, 
 
 /* True once the last chunk and the trailer section were consumed. */
 bool http1_chunked_done(const struct http1_chunked *c);
+
+/* A chunked request body decoded inside the buffer that holds it: buf[start, start + *decoded)
+ * is the payload so far, buf[start + *decoded, *len) input not decoded yet. Decodes what it
+ * can, moves the undecoded rest up behind the payload and updates *decoded and *len (framing
+ * bytes leave the buffer). Returns 1 when the body is complete (what follows in the buffer is
+ * the next request), 0 when more input is needed, -1 on a framing error, -2 when the payload
+ * would exceed max_decoded. */
+int http1_chunked_in_place(struct http1_chunked *c, char *buf, size_t start, size_t *decoded,
+                           size_t *len, size_t max_decoded);
+
+/* A parsed head's fields as offsets into its buffer, so the buffer may be reallocated while
+ * the head waits for its body: save before, restore on the new base after. */
+struct http1_request_offsets {
+    size_t method, target;
+    size_t names[HTTP1_MAX_HEADERS], values[HTTP1_MAX_HEADERS];
+};
+void http1_request_offsets_save(const struct http1_request *r, const char *base,
+                                struct http1_request_offsets *o);
+void http1_request_offsets_restore(struct http1_request *r, const char *base,
+                                   const struct http1_request_offsets *o);
 
 #endif

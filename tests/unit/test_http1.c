@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -717,6 +718,122 @@ static void test_request_framing_refusals(void **state)
     expect_framing_refused("GET * HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2.4");
 }
 
+/* ---- in-place decoding of a request buffer, and rebasing a parsed head ---------------- */
+
+/* "HEAD" + a chunked body + the next request, fed to http1_chunked_in_place as it arrives
+ * in pieces of `step` bytes: the payload ends up right after the head and the next request
+ * right after the payload, whatever the split. */
+static void check_in_place(size_t step)
+{
+    static const char head[] = "HEAD-BYTES\r\n\r\n";
+    static const char body[] = "5;x=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n";
+    static const char next[] = "GET /next HTTP/1.1\r\n";
+    char input[256], buf[256];
+    size_t hl = strlen(head), in_total;
+    snprintf(input, sizeof(input), "%s%s%s", head, body, next);
+    in_total = strlen(input);
+    memcpy(buf, input, hl);
+    size_t len = hl, decoded = 0, fed = hl;
+    struct http1_chunked c;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    int rc = 0;
+    while (fed < in_total && rc == 0) {
+        size_t n = in_total - fed < step ? in_total - fed : step;
+        memcpy(buf + len, input + fed, n); /* what one read() appends */
+        len += n;
+        fed += n;
+        rc = http1_chunked_in_place(&c, buf, hl, &decoded, &len, 1000);
+        assert_true(rc >= 0);
+        /* framing never stays in the buffer: what is there is head, payload, undecoded rest */
+        assert_int_equal(len, hl + decoded + (len - hl - decoded));
+        assert_memory_equal(buf, head, hl);
+    }
+    if (rc != 1)
+        fail_msg("pieces of %zu: body not complete (rc %d)", step, rc);
+    /* bytes that arrived with the body's end are the next request's, right behind it */
+    memcpy(buf + len, input + fed, in_total - fed);
+    len += in_total - fed;
+    assert_int_equal(decoded, strlen("hello 0123456789"));
+    assert_memory_equal(buf + hl, "hello 0123456789", decoded);
+    assert_int_equal(len, hl + decoded + strlen(next));
+    assert_memory_equal(buf + hl + decoded, next, strlen(next));
+}
+
+static void test_chunked_in_place_any_split(void **state)
+{
+    (void)state;
+    for (size_t step = 1; step <= 80; step++)
+        check_in_place(step);
+}
+
+static void test_chunked_in_place_limits_and_errors(void **state)
+{
+    (void)state;
+    char buf[64];
+    size_t len, decoded;
+    struct http1_chunked c;
+
+    /* payload above max_decoded: -2, before any of it is copied past the limit */
+    memcpy(buf, "H|5\r\nhello\r\n0\r\n\r\n", 18);
+    len = 17, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 4), -2);
+    assert_int_equal(decoded, 0);
+    /* exactly max_decoded: fine */
+    len = 17, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 5), 1);
+    assert_int_equal(len, 7);
+    assert_memory_equal(buf, "H|hello", 7);
+    /* broken framing: -1 */
+    memcpy(buf, "H|5 \r\nhello\r\n0\r\n\r\n", 19);
+    len = 19, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 100), -1);
+    /* only framing so far: the size line leaves the buffer, nothing decoded yet */
+    memcpy(buf, "H|5;a=b\r\nhe", 11);
+    len = 11, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 100), 0);
+    assert_int_equal(decoded, 2);
+    assert_int_equal(len, 4);
+    assert_memory_equal(buf, "H|he", 4);
+}
+
+static void test_request_offsets_survive_a_moved_buffer(void **state)
+{
+    (void)state;
+    const char text[] = "POST /mcp HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nContent-Length: 5\r\n\r\n";
+    size_t len = strlen(text);
+    char *buf = malloc(len);
+    assert_non_null(buf);
+    memcpy(buf, text, len);
+    struct http1_request r;
+    assert_int_equal(http1_parse_request_head(buf, len, &r), 0);
+    struct http1_request_offsets o;
+    http1_request_offsets_save(&r, buf, &o);
+    /* a new buffer at another address, with the old one gone (ASan: no use after free) */
+    char *moved = malloc(len + 4096);
+    assert_non_null(moved);
+    memcpy(moved, buf, len);
+    free(buf);
+    http1_request_offsets_restore(&r, moved, &o);
+    assert_ptr_equal(r.method, moved);
+    assert_string_equal(r.method, "POST");
+    assert_string_equal(r.target, "/mcp");
+    assert_int_equal(r.n_headers, 3);
+    assert_string_equal(r.headers[1].name, "X-One");
+    assert_string_equal(r.headers[1].value, "1");
+    assert_string_equal(http1_request_header(&r, "content-length"), "5");
+    assert_true(r.headers[2].name > moved && r.headers[2].value < moved + len);
+    free(moved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -742,6 +859,9 @@ int main(void)
         cmocka_unit_test(test_strict_chunked_caps_extension_bytes),
         cmocka_unit_test(test_request_framing_accepts),
         cmocka_unit_test(test_request_framing_refusals),
+        cmocka_unit_test(test_chunked_in_place_any_split),
+        cmocka_unit_test(test_chunked_in_place_limits_and_errors),
+        cmocka_unit_test(test_request_offsets_survive_a_moved_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
