@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "mcpeek/access.h"
 #include "mcpeek/accesslog.h"
 #include "mcpeek/admin.h"
 #include "mcpeek/config.h"
@@ -66,6 +67,10 @@ static void warn_about(const struct mcpeek_config *cfg)
     if (!cfg->upstream_tls_verify && strncmp(cfg->upstream, "https:", 6) == 0)
         diag_log("warn", "upstream_tls_verify is off: the upstream's certificate and host name "
                          "are not checked");
+    /* Off loopback the DNS-rebinding defaults do not apply (docs/security.md). */
+    if (cfg->n_allowed_hosts == 0 && !access_listeners_loopback(cfg))
+        diag_log("warn", "allowed_hosts is unset and a listen address is not loopback: any Host "
+                         "is accepted; set allowed_hosts to the names clients use");
 }
 
 static void reload(struct daemon *d)
