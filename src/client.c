@@ -1,13 +1,45 @@
 /* client: the front end's connections, read and written on raw sockets (or OpenSSL).
  *
- * A connection moves through: (TLS handshake) -> HEAD -> BODY -> EXCHANGE -> HEAD ... and
- * LINGER once it is to close. The request is kept in one buffer, head then body, parsed in
- * place; a chunked body is decoded in place too, so proxy.c gets one contiguous body. The
+ * The request is kept in one buffer, head then body, parsed in place; a chunked body is
+ * decoded in place too (http1_chunked_in_place), so proxy.c gets one contiguous body. The
  * read event stays registered for the connection's whole life (no epoll_ctl per request);
  * during an exchange a readable socket only means a hang-up or a pipelined request, told
  * apart with MSG_PEEK. Output is queued and written at the end of the loop iteration that
  * produced it (the write event is activated, not added), so a head and a short body leave
  * in one write(); EPOLLOUT is armed only when the socket is full.
+ *
+ * A connection's states and what moves it (every state change is in this table):
+ *
+ *   state       event                                  next        written / done
+ *   ----------  -------------------------------------  ----------  ---------------------------
+ *   HANDSHAKE   handshake completes                    HEAD        (idle timer)
+ *               handshake fails                        LINGER      nothing (counted, no line)
+ *               handshake timer                        closed      nothing (counted)
+ *   HEAD        bytes, head incomplete                 HEAD        (head timer from 1st byte)
+ *               head complete, body complete           EXCHANGE    proxy_handle_request
+ *               head complete, body to come            BODY        100 Continue if asked
+ *               malformed / too large / refused        LINGER      4xx/503 + one log line
+ *               head timer                             LINGER      408 + one log line
+ *               EOF, error, idle timer                 closed      nothing (no exchange began)
+ *   BODY        body complete                          EXCHANGE    proxy_handle_request
+ *               bad chunk framing / too large          LINGER      400/413 + one log line
+ *               body timer                             LINGER      408 + one log line
+ *               EOF or error                           closed      one client_aborted line
+ *   EXCHANGE    client_respond_end(complete)           RESPONDED   final chunk if chunked
+ *               client_respond_end(cut short)          LAST_WRITE  (nothing more)
+ *               EOF, error, send timer                 closed      ops->aborted (proxy logs)
+ *               pipelined bytes readable               EXCHANGE    (read interest off)
+ *   RESPONDED   output written, keep-alive             HEAD        next pipelined request
+ *               output written, not keep-alive         LINGER      shutdown(SHUT_WR)
+ *               EOF, error, send timer                 closed      nothing (line written)
+ *   LINGER      output written                         LINGER      shutdown(SHUT_WR) (plain)
+ *               EOF, output written                    closed
+ *               EOF, output pending                    LAST_WRITE
+ *               linger timer                           closed
+ *   LAST_WRITE  output written, linger timer, error    closed
+ *
+ * LINGER reads and drops input until the client's EOF, so it reads our answer instead of a
+ * reset (RFC 9112 9.6); LAST_WRITE reads nothing more. client_end() is the one way into both.
  */
 #include "mcpeek/client.h"
 
@@ -26,6 +58,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mcpeek/access.h"
 #include "mcpeek/http1.h"
 #include "mcpeek/proxy.h"
 #include "mcpeek/tls.h"
@@ -39,11 +72,13 @@
 #define CLIENT_CHUNK_SLACK (16 * 1024)
 
 enum client_state {
-    CLIENT_HANDSHAKE, /* TLS handshake in progress */
-    CLIENT_HEAD,      /* waiting for (the rest of) a request head */
-    CLIENT_BODY,      /* reading the body */
-    CLIENT_EXCHANGE,  /* proxy.c has the request; the response may be under way */
-    CLIENT_LINGER,    /* closing: output drains, input is discarded until EOF or deadline */
+    CLIENT_HANDSHAKE,  /* TLS handshake in progress */
+    CLIENT_HEAD,       /* waiting for (the rest of) a request head */
+    CLIENT_BODY,       /* reading the body */
+    CLIENT_EXCHANGE,   /* proxy.c has the request; the response may be under way */
+    CLIENT_RESPONDED,  /* the response is complete; its last bytes are being written */
+    CLIENT_LINGER,     /* closing: output drains, input is discarded until EOF or deadline */
+    CLIENT_LAST_WRITE, /* closing: output drains, then the socket closes (nothing is read) */
 };
 
 enum client_timer {
@@ -66,10 +101,9 @@ struct client {
     struct client *next, *prev; /* worker->clients */
     int fd;
     SSL *ssl; /* HTTPS only */
-    bool tls_ready;
     enum client_state state;
     struct event *rev, *wev, *timer;
-    bool rev_on;          /* rev is pending (off while a pipelined request waits) */
+    bool rev_on;          /* rev is pending (off while a pipelined request waits, and closing) */
     bool wev_on;          /* wev is pending (socket was full) */
     bool flush_scheduled; /* wev activated for this loop iteration */
     bool write_wants_read;
@@ -86,34 +120,33 @@ struct client {
     size_t body_len; /* decoded body bytes at in + head_len */
     uint64_t expect_len;
     bool chunked;
-    size_t raw_pos; /* chunked: next undecoded input byte */
     struct http1_chunked chunk;
-    struct http1_request *pending; /* parsed head while its body arrives, owned */
-    const char *method;            /* static name of the parsed method, NULL if unknown */
-    bool have_line;                /* request line parsed: the two below are set */
-    char line_method[16];          /* as sent, for refusals */
-    char path[512];                /* target without the query, for refusals */
+    struct http1_request *pending;    /* parsed head while its body arrives, owned */
+    const struct http1_request *head; /* the parsed head (local or pending), for refusals */
+    const char *method;               /* static name of the parsed method, NULL if unknown */
+    bool have_line;                   /* request line parsed: the two below are set */
+    char line_method[16];             /* as sent, for refusals */
+    char path[512];                   /* target without the query, for refusals */
 
     /* the exchange */
     const struct client_ops *ops;
     void *arg;
-    bool keep_alive;   /* the connection may serve another request after this one */
+    bool keep_alive;   /* the connection may serve another request after this response */
     bool http10;       /* HTTP/1.0 request */
     bool head_request; /* HEAD: the response has no body */
     enum client_framing framing;
-    bool response_done;
     bool watch_drain;
 
     /* output */
     char *out;
     size_t out_len, out_off, out_cap;
-    bool closing; /* close once the output is written */
     unsigned busy;
     bool doomed;
 };
 
 static void client_flush(struct client *c);
 static void client_process_input(struct client *c);
+static void client_take_head(struct client *c, struct http1_request *rp, const char *host);
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
@@ -182,7 +215,7 @@ static void client_out(struct client *c, const char *data, size_t len)
     if (c->fd < 0 || len == 0)
         return;
     if (client_reserve(&c->out, &c->out_cap, c->out_len, len) < 0) {
-        c->closing = true; /* out of memory: the response cannot be completed */
+        c->keep_alive = false; /* out of memory: the response cannot be completed */
         return;
     }
     memcpy(c->out + c->out_len, data, len);
@@ -281,7 +314,7 @@ static void client_close(struct client *c)
         evtimer_del(c->timer);
         c->rev_on = c->wev_on = false;
         c->timer_kind = TIMER_NONE;
-        if (c->ssl && !c->tls_ready) {
+        if (c->ssl && c->state == CLIENT_HANDSHAKE) {
             tls_note_handshake_failure();
             metrics_tls_handshake_failure(c->w->metrics);
         }
@@ -306,14 +339,16 @@ static void client_gone(struct client *c)
     client_close(c);
 }
 
-/* Stops reading requests: output drains, then the write side is shut and input is read
- * and dropped until the client closes, so it reads our answer instead of a reset. */
-static void client_linger(struct client *c)
+/* The connection ends once what is queued is written. `read_to_eof`: input is then read and
+ * dropped until the client closes (LINGER), so it reads our answer instead of a reset;
+ * otherwise nothing more is read (LAST_WRITE). Either way no longer than a linger. */
+static void client_end(struct client *c, bool read_to_eof)
 {
-    c->state = CLIENT_LINGER;
-    c->closing = true;
-    client_timer_set(c, TIMER_LINGER, c->w->gen->cfg->client_header_timeout_ms);
-    client_read_interest(c, true);
+    c->state = read_to_eof ? CLIENT_LINGER : CLIENT_LAST_WRITE;
+    c->keep_alive = false;
+    if (c->timer_kind != TIMER_LINGER) /* LINGER -> LAST_WRITE keeps its deadline */
+        client_timer_set(c, TIMER_LINGER, c->w->gen->cfg->client_header_timeout_ms);
+    client_read_interest(c, read_to_eof);
     client_schedule_flush(c);
 }
 
@@ -395,8 +430,16 @@ static void client_sniff_request_line(const struct client *c, char *method, size
     path[j] = '\0';
 }
 
-/* Answers with a JSON-RPC error, logs the refusal and closes after the answer. */
-static void client_refuse(struct client *c, int status, int code, const char *error)
+/* Body bytes received for the current request (decoded so far, plus what awaits decoding). */
+static uint64_t client_body_received(const struct client *c)
+{
+    return c->head_len && c->in_len > c->head_len ? c->in_len - c->head_len : 0;
+}
+
+/* The log line of a request that got no answer from proxy.c: a refusal, or (status 0) a
+ * client gone in the middle of its upload. */
+static void client_log_refusal(struct client *c, int status, int code, const char *error,
+                               size_t bytes_out, enum access_verdict verdict)
 {
     char method[16], path[512];
     if (c->have_line) {
@@ -405,49 +448,49 @@ static void client_refuse(struct client *c, int status, int code, const char *er
     } else {
         client_sniff_request_line(c, method, sizeof(method), path, sizeof(path));
     }
+    struct proxy_refusal r = {
+        .method = method,
+        .path = path,
+        .client_ip = c->ip,
+        .tls = c->ssl ? SSL_get_version(c->ssl) : NULL,
+        .status = status,
+        .rpc_code = code,
+        .error = error,
+        .bytes_in = client_body_received(c),
+        .bytes_out = bytes_out,
+        .head = c->head,
+        .verdict = verdict,
+    };
+    proxy_log_refused(c->w, &r);
+}
+
+/* Answers with a JSON-RPC error, logs the refusal and closes after the answer. */
+static void client_refuse_with(struct client *c, int status, int code, const char *error,
+                               const char *message, enum access_verdict verdict)
+{
     const char *reason = client_reason(status);
     char body[256];
     int blen =
         snprintf(body, sizeof(body),
                  "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
-                 code, reason);
-    proxy_log_refused(c->w, method, path, c->ip, status, error, (size_t)blen);
+                 code, message ? message : reason);
+    client_log_refusal(c, status, code, error, (size_t)blen, verdict);
     char response[512];
-    int rlen = snprintf(response, sizeof(response),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                        status, reason, blen, body);
+    int rlen =
+        snprintf(response, sizeof(response),
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
+                 "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                 status, reason, status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", blen, body);
     client_out(c, response, (size_t)rlen);
-    client_linger(c);
+    client_end(c, true);
+}
+
+static void client_refuse(struct client *c, int status, int code, const char *error)
+{
+    client_refuse_with(c, status, code, error, NULL, ACCESS_OK);
 }
 
 /* ---- reading requests ------------------------------------------------------------------- */
-
-/* How the head frames the body. Two different Content-Lengths, Content-Length beside
- * Transfer-Encoding, or a coding other than chunked: refused (400), since that is how
- * requests are smuggled past one parser and read differently by the next. */
-static int client_body_framing(struct client *c, const struct http1_request *r)
-{
-    bool has_length = false;
-    c->chunked = false;
-    c->expect_len = 0;
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct http1_header *h = &r->headers[i];
-        if (strcasecmp(h->name, "Content-Length") == 0) {
-            uint64_t v;
-            if (http1_parse_content_length(h->value, h->value_len, &v) < 0 ||
-                (has_length && v != c->expect_len))
-                return -1;
-            has_length = true;
-            c->expect_len = v;
-        } else if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
-            if (c->chunked || strcasecmp(h->value, "chunked") != 0)
-                return -1;
-            c->chunked = true;
-        }
-    }
-    return has_length && c->chunked ? -1 : 0;
-}
 
 /* Copies s[0..len) cut to fit `size` with its NUL (refusal log lines cap values anyway). */
 static void client_copy_text(char *dst, size_t size, const char *s, size_t len)
@@ -470,8 +513,8 @@ static const char *client_known_method(const char *m)
 static void client_dispatch(struct client *c, const struct http1_request *r)
 {
     client_timer_off(c);
+    c->head = NULL;
     c->state = CLIENT_EXCHANGE;
-    c->response_done = false;
     c->framing = FRAME_NONE;
     proxy_handle_request(c->w, c, r, c->method, c->body_len ? c->in + c->head_len : NULL,
                          c->body_len);
@@ -481,44 +524,23 @@ static void client_dispatch(struct client *c, const struct http1_request *r)
  * more is needed, -1 after a refusal. */
 static int client_body_progress(struct client *c)
 {
-    const struct mcpeek_config *cfg = c->w->gen->cfg;
     if (!c->chunked) {
         if (c->in_len - c->head_len < c->expect_len)
             return 0;
         c->body_len = (size_t)c->expect_len;
         return 1;
     }
-    while (c->raw_pos < c->in_len && !http1_chunked_done(&c->chunk)) {
-        const char *data;
-        size_t data_len;
-        ssize_t used = http1_chunked_feed(&c->chunk, c->in + c->raw_pos, c->in_len - c->raw_pos,
-                                          &data, &data_len);
-        if (used < 0) {
-            client_refuse(c, 400, -32600, "bad_request");
-            return -1;
-        }
-        if (c->body_len + data_len > cfg->max_body_size) {
-            client_refuse(c, 413, -32600, "body_too_large");
-            return -1;
-        }
-        if (data_len > 0) /* data is NULL when the piece held only framing */
-            memmove(c->in + c->head_len + c->body_len, data, data_len);
-        c->body_len += data_len;
-        c->raw_pos += (size_t)used;
-    }
-    /* The undecoded rest moves up behind the decoded body: chunk framing read so far must
-     * not count against the input limit (1-byte chunks are six times their payload), and
-     * once the body is done, pipelined bytes follow it. */
-    size_t rest = c->in_len - c->raw_pos;
-    memmove(c->in + c->head_len + c->body_len, c->in + c->raw_pos, rest);
-    c->in_len = c->head_len + c->body_len + rest;
-    c->raw_pos = c->head_len + c->body_len;
-    return http1_chunked_done(&c->chunk) ? 1 : 0;
+    int rc = http1_chunked_in_place(&c->chunk, c->in, c->head_len, &c->body_len, &c->in_len,
+                                    c->w->gen->cfg->max_body_size);
+    if (rc == -1)
+        client_refuse(c, 400, -32600, "bad_request");
+    else if (rc == -2)
+        client_refuse(c, 413, -32600, "body_too_large");
+    return rc < 0 ? -1 : rc;
 }
 
 static void client_parse_head(struct client *c, size_t end)
 {
-    const struct mcpeek_config *cfg = c->w->gen->cfg;
     struct http1_request r;
     memset(&r, 0, offsetof(struct http1_request, headers));
     int rc = http1_parse_request_head(c->in, end, &r);
@@ -540,29 +562,56 @@ static void client_parse_head(struct client *c, size_t end)
         client_refuse(c, 405, -32600, "method_not_allowed");
         return;
     }
-    if (client_body_framing(c, &r) < 0) {
+    /* Ambiguous framing (two lengths, a length beside chunked, Transfer-Encoding on 1.0, Host
+     * missing, repeated or not the absolute target's): that is how requests are smuggled
+     * past one parser and read differently by the next, so it is refused. */
+    struct http1_framing framing;
+    if (http1_request_framing(&r, &framing) != NULL) {
         client_refuse(c, 400, -32600, "bad_request");
+        return;
+    }
+    c->chunked = framing.chunked;
+    c->expect_len = framing.length;
+    client_copy_text(c->path, sizeof(c->path), r.target, strcspn(r.target, "?"));
+    /* From here on a refusal's log line can say whose request it was. */
+    c->head_len = end;
+    c->head = &r;
+    client_take_head(c, &r, framing.host);
+    c->head = c->pending; /* NULL unless the body is still on its way */
+}
+
+/* A well-formed head: access checks, body limits, then the body or the exchange. */
+static void client_take_head(struct client *c, struct http1_request *rp, const char *host)
+{
+    const struct mcpeek_config *cfg = c->w->gen->cfg;
+    /* Host, Origin and token before anything else: a refused client uploads no body (no
+     * 100 Continue) and nothing of it is parsed. */
+    enum access_verdict verdict =
+        access_check(&c->w->gen->access, host, http1_request_header(rp, "Origin"),
+                     http1_request_header(rp, "Authorization"));
+    if (verdict != ACCESS_OK) {
+        client_refuse_with(c, access_verdict_status(verdict), access_verdict_rpc_code(verdict),
+                           access_verdict_error(verdict), access_verdict_message(verdict), verdict);
         return;
     }
     if (c->expect_len > cfg->max_body_size) {
         client_refuse(c, 413, -32600, "body_too_large");
         return;
     }
-    c->head_len = end;
-    c->http10 = r.minor == 0;
-    const char *conn = http1_request_header(&r, "Connection");
+    c->http10 = rp->minor == 0;
+    const char *conn = http1_request_header(rp, "Connection");
     size_t conn_len = conn ? strlen(conn) : 0;
     c->keep_alive = c->http10 ? conn && http1_value_has_token(conn, conn_len, "keep-alive")
                               : !(conn && http1_value_has_token(conn, conn_len, "close"));
     c->head_request = strcmp(c->method, "HEAD") == 0;
     c->body_len = 0;
-    c->raw_pos = end;
     memset(&c->chunk, 0, sizeof(c->chunk));
+    c->chunk.strict = true;
     int done = client_body_progress(c);
     if (done < 0)
         return;
     if (done) {
-        client_dispatch(c, &r);
+        client_dispatch(c, rp);
         return;
     }
     /* The body is still on its way: keep the parsed head (its strings live in c->in). */
@@ -571,11 +620,11 @@ static void client_parse_head(struct client *c, size_t end)
         client_close(c);
         return;
     }
-    *c->pending = r;
+    *c->pending = *rp;
     c->state = CLIENT_BODY;
     client_timer_set(c, TIMER_BODY, cfg->client_body_timeout_ms);
     client_read_interest(c, true);
-    const char *expect = http1_request_header(&r, "Expect");
+    const char *expect = http1_request_header(rp, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && !c->http10) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         client_out(c, cont, sizeof(cont) - 1);
@@ -599,27 +648,13 @@ static void client_read_body(struct client *c)
  * fields are carried over as offsets. */
 static int client_grow_input(struct client *c, size_t more)
 {
-    struct http1_request *r = c->pending;
-    uintptr_t old = (uintptr_t)c->in;
-    size_t method = 0, target = 0, names[HTTP1_MAX_HEADERS], values[HTTP1_MAX_HEADERS];
-    if (r) {
-        method = (uintptr_t)r->method - old;
-        target = (uintptr_t)r->target - old;
-        for (size_t i = 0; i < r->n_headers; i++) {
-            names[i] = (uintptr_t)r->headers[i].name - old;
-            values[i] = (uintptr_t)r->headers[i].value - old;
-        }
-    }
+    struct http1_request_offsets offsets;
+    if (c->pending)
+        http1_request_offsets_save(c->pending, c->in, &offsets);
     if (client_reserve(&c->in, &c->in_cap, c->in_len, more) < 0)
         return -1;
-    if (r) {
-        r->method = c->in + method;
-        r->target = c->in + target;
-        for (size_t i = 0; i < r->n_headers; i++) {
-            r->headers[i].name = c->in + names[i];
-            r->headers[i].value = c->in + values[i];
-        }
-    }
+    if (c->pending)
+        http1_request_offsets_restore(c->pending, c->in, &offsets);
     return 0;
 }
 
@@ -687,7 +722,10 @@ static bool client_fill(struct client *c)
         if (n == -1)
             return true;
         if (n <= 0) {
-            /* EOF or error: between requests a normal close; mid-request nothing to answer. */
+            /* EOF or error: between requests a normal close; mid-head nothing to answer. A
+             * client gone during its upload started an exchange: it gets its line. */
+            if (c->state == CLIENT_BODY)
+                client_log_refusal(c, 0, 0, "client_aborted", 0, ACCESS_OK);
             client_close(c);
             return false;
         }
@@ -704,7 +742,6 @@ static void client_handshake(struct client *c)
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
-        c->tls_ready = true;
         client_write_interest(c, false);
         c->state = CLIENT_HEAD;
         client_timer_set(c, TIMER_IDLE, c->w->gen->cfg->client_header_timeout_ms);
@@ -722,7 +759,7 @@ static void client_handshake(struct client *c)
     SSL_free(c->ssl);
     c->ssl = NULL;
     client_write_interest(c, false);
-    client_linger(c);
+    client_end(c, true);
 }
 
 /* During an exchange: a readable socket is a hang-up or the next (pipelined) request. */
@@ -755,7 +792,7 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
         client_handshake(c);
         if (c->fd >= 0 && c->state == CLIENT_HEAD && client_fill(c))
             client_process_input(c);
-    } else if (c->state == CLIENT_EXCHANGE) {
+    } else if (c->state == CLIENT_EXCHANGE || c->state == CLIENT_RESPONDED) {
         client_check_hangup(c);
     } else if (c->state == CLIENT_LINGER) {
         char sink[4096];
@@ -765,7 +802,12 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
         if (n != -1 && c->out_off == c->out_len)
             client_close(c);
         else if (n != -1)
-            client_read_interest(c, false); /* EOF: close once the output is written */
+            client_end(c, false); /* EOF: close once the output is written */
+    } else if (c->state == CLIENT_LAST_WRITE) {
+        /* Nothing is read any more: reading was on only for a TLS write that wanted a read,
+         * retried above (a level-triggered event left on would fire without end). */
+        if (!c->write_wants_read)
+            client_read_interest(c, false);
     } else if (client_fill(c)) {
         if (c->timer_kind == TIMER_IDLE && c->in_len > 0)
             client_timer_off(c);
@@ -778,12 +820,10 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 /* The response was written completely: serve the next request, or close. */
 static void client_next_request(struct client *c)
 {
-    if (c->closing) {
-        if (c->state != CLIENT_LINGER) {
-            if (!c->ssl)
-                shutdown(c->fd, SHUT_WR);
-            client_linger(c);
-        }
+    if (!c->keep_alive) {
+        if (!c->ssl)
+            shutdown(c->fd, SHUT_WR);
+        client_end(c, true);
         return;
     }
     size_t used = c->head_len + c->body_len;
@@ -819,8 +859,14 @@ static void client_flush(struct client *c)
     while (c->out_off < c->out_len) {
         ssize_t n = client_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n == -1) {
+            /* The retry passes the same bytes from c->out + out_off, perhaps more of them and
+             * at a new address (tls.c allows both); a TLS write that waits for a read is
+             * retried from client_on_read, so reading must be on. */
             client_write_interest(c, !c->write_wants_read);
-            if (c->timer_kind != TIMER_SEND && c->state == CLIENT_EXCHANGE)
+            if (c->write_wants_read)
+                client_read_interest(c, true);
+            if (c->timer_kind != TIMER_SEND &&
+                (c->state == CLIENT_EXCHANGE || c->state == CLIENT_RESPONDED))
                 client_timer_set(c, TIMER_SEND, c->w->gen->cfg->client_send_timeout_ms);
             return;
         }
@@ -840,15 +886,14 @@ static void client_flush(struct client *c)
         c->watch_drain = false;
         c->ops->drained(c->arg);
     }
-    if (c->state == CLIENT_LINGER) {
-        if (!c->rev_on)
-            client_close(c); /* the client's EOF came already */
-        else if (!c->ssl)
-            shutdown(c->fd, SHUT_WR);
-        return;
-    }
-    if (c->state == CLIENT_EXCHANGE && c->response_done && c->out_len == 0)
+    if (c->state == CLIENT_LAST_WRITE) {
+        client_close(c);
+    } else if (c->state == CLIENT_LINGER) {
+        if (!c->ssl)
+            shutdown(c->fd, SHUT_WR); /* our answer is out: the client sees its end */
+    } else if (c->state == CLIENT_RESPONDED) {
         client_next_request(c);
+    }
 }
 
 static void client_on_write(evutil_socket_t fd, short what, void *arg)
@@ -974,15 +1019,11 @@ void client_respond_start(struct client *c, int status, const char *headers, siz
         static const char te[] = "Transfer-Encoding: chunked\r\n";
         client_out(c, te, sizeof(te) - 1);
     } else if (content_length >= 0 && status != 204) {
-        char digits[24];
-        uint64_t v = (uint64_t)content_length;
-        n = sizeof(digits);
-        do
-            digits[--n] = (char)('0' + v % 10);
-        while ((v /= 10) != 0);
+        char digits[DECIMAL_MAX];
+        n = decimal_write(digits, (uint64_t)content_length);
         static const char cl[] = "Content-Length: ";
         client_out(c, cl, sizeof(cl) - 1);
-        client_out(c, digits + n, sizeof(digits) - n);
+        client_out(c, digits, n);
         client_out(c, "\r\n", 2);
     }
     if (!c->keep_alive) {
@@ -1021,24 +1062,17 @@ void client_respond_end(struct client *c, bool complete)
     c->ops = NULL;
     c->watch_drain = false;
     if (!complete) {
-        c->keep_alive = false;
-        c->closing = true;
         /* No final chunk: the client sees the body cut short. Close once what is queued was
          * written, without reading on; a client that does not read it is not waited for
          * longer than a linger. */
-        c->state = CLIENT_LINGER;
-        client_timer_set(c, TIMER_LINGER, c->w->gen->cfg->client_header_timeout_ms);
-        client_read_interest(c, false);
-        client_schedule_flush(c);
+        client_end(c, false);
         return;
     }
     if (c->framing == FRAME_CHUNKED) {
         static const char last[] = "0\r\n\r\n";
         client_out(c, last, sizeof(last) - 1);
     }
-    if (!c->keep_alive)
-        c->closing = true;
-    c->response_done = true;
+    c->state = CLIENT_RESPONDED;
     client_schedule_flush(c);
 }
 

@@ -20,9 +20,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mcpeek/hostport.h"
+
 #define CONFIG_MAX_FILE_SIZE (1024 * 1024) /* a config file is a few KiB; refuse surprises */
 #define CONFIG_SHOWN_VALUE_MAX 60          /* longer values are cut in error messages */
-#define CONFIG_HOST_MAX 255
+#define CONFIG_HOST_MAX HOSTPORT_HOST_MAX
 #define DURATION_MAX_MS (1000ULL * 3600 * 1000) /* 1000h: fits the uint32_t milliseconds */
 
 enum key_type {
@@ -37,6 +39,7 @@ enum key_type {
     KT_DURATION,      /* 10s, 500ms, 2m, 1h, bare = seconds; stored as uint32_t ms */
     KT_BOOL,          /* on|off|yes|no|true|false */
     KT_ORIGINS,       /* one or more origins on one line */
+    KT_HOSTS,         /* one or more HOST[:PORT] on one line */
     KT_FILE,          /* path of a file mcpeek reads; must be readable now */
     KT_LOG_FILE,      /* path, or - for stdout (stored as NULL) */
     KT_USER_LOCATION, /* off|coarse|full */
@@ -97,8 +100,10 @@ static const struct config_key config_keys[] = {
         "on SIGTERM, time given to exchanges in flight before they are cut"),
     KEY("strict_json", strict_json, KT_BOOL, 0, "off", 0, 0,
         "answer invalid JSON-RPC with 400 instead of forwarding it"),
+    KEY("allowed_hosts", allowed_hosts, KT_HOSTS, 0, NULL, 0, 0,
+        "Host header values accepted (space separated); unset = loopback names on loopback"),
     KEY("allowed_origins", allowed_origins, KT_ORIGINS, 0, NULL, 0, 0,
-        "Origin values accepted (space separated); unset = any"),
+        "Origin values accepted (space separated); unset = loopback origins on loopback"),
     KEY("auth_tokens_file", auth_tokens_file, KT_FILE, 0, NULL, 0, 0,
         "file of bearer tokens clients must present; unset = no check"),
     /* upstream */
@@ -189,6 +194,7 @@ static const struct {
     [KT_DURATION] = {"DURATION", "expected a duration like 10s"},
     [KT_BOOL] = {"on|off", "expected on, off, yes, no, true or false"},
     [KT_ORIGINS] = {"ORIGIN...", "expected origins like https://chatgpt.com"},
+    [KT_HOSTS] = {"HOST[:PORT]...", "expected host names like mcp.example.com"},
     [KT_FILE] = {"PATH", "expected a file path"},
     [KT_LOG_FILE] = {"PATH|-", "expected a file path or -"},
     [KT_USER_LOCATION] = {"off|coarse|full", "expected off, coarse or full"},
@@ -518,80 +524,22 @@ static void config_store_number(void *member, size_t size, unsigned long long v)
     }
 }
 
-static bool config_valid_hostname(const char *h, size_t len)
-{
-    if (len == 0 || len > CONFIG_HOST_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!is_alnum(h[i]) && h[i] != '.' && h[i] != '-' && h[i] != '_')
-            return false;
-    return true;
-}
-
 /* Splits "host:port", "[v6]:port" (or, when the port is optional, "host" and "[v6]") into
  * host (without brackets, NUL terminated, at most CONFIG_HOST_MAX bytes) and port (0 when
- * absent). Returns NULL, or why it is not such an address. */
+ * absent), with hostport.c's strict rules. Returns NULL, or why it is not such an address. */
 static const char *config_split_hostport(const char *s, size_t len, bool need_port,
                                          char host[CONFIG_HOST_MAX + 1], unsigned *port)
 {
-    const char *rest;
-    size_t hlen;
-
+    struct hostport hp;
+    const char *why =
+        hostport_parse(s, len, HOSTPORT_STRICT | (need_port ? HOSTPORT_NEED_PORT : 0), &hp);
     *port = 0;
-    if (len > 0 && s[0] == '[') {
-        const char *close = memchr(s, ']', len);
-        struct in6_addr a6;
-        if (close == NULL)
-            return "missing ']' after the IPv6 address";
-        hlen = (size_t)(close - s - 1);
-        if (hlen == 0 || hlen > 45)
-            return "not an IPv6 address inside [ ]";
-        memcpy(host, s + 1, hlen);
-        host[hlen] = '\0';
-        if (inet_pton(AF_INET6, host, &a6) != 1)
-            return "not an IPv6 address inside [ ]";
-        rest = close + 1;
-    } else {
-        const char *colon = NULL;
-        for (size_t i = 0; i < len; i++) {
-            if (s[i] != ':')
-                continue;
-            if (colon != NULL)
-                return "an IPv6 address needs brackets, like [::1]:8080";
-            colon = s + i;
-        }
-        hlen = colon != NULL ? (size_t)(colon - s) : len;
-        if (!config_valid_hostname(s, hlen))
-            return hlen == 0 ? "missing host" : "not a valid host name or address";
-        memcpy(host, s, hlen);
-        host[hlen] = '\0';
-        rest = s + hlen;
-    }
-
-    if (rest == s + len) {
-        if (need_port)
-            return "missing :PORT";
-        return NULL;
-    }
-    if (*rest != ':')
-        return "unexpected text after the address";
-    rest++;
-    {
-        unsigned v = 0;
-        size_t n = (size_t)(s + len - rest);
-        if (n == 0)
-            return "missing port number after ':'";
-        if (n > 5)
-            return "port must be 1..65535";
-        for (size_t i = 0; i < n; i++) {
-            if (!is_digit(rest[i]))
-                return "port must be a number";
-            v = v * 10 + (unsigned)(rest[i] - '0');
-        }
-        if (v < 1 || v > 65535)
-            return "port must be 1..65535";
-        *port = v;
-    }
+    host[0] = '\0';
+    if (why != NULL)
+        return why;
+    memcpy(host, hp.host, hp.host_len);
+    host[hp.host_len] = '\0';
+    *port = hp.port;
     return NULL;
 }
 
@@ -629,11 +577,11 @@ static const char *config_check_origin(const char *s)
     unsigned port;
 
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
-        return "expected an origin like https://chatgpt.com (leave the key out to accept any)";
+        return "expected an origin like https://chatgpt.com (or * for any)";
     while (is_alnum(*p) || *p == '+' || *p == '-' || *p == '.')
         p++;
     if (strncmp(p, "://", 3) != 0)
-        return "expected an origin like https://chatgpt.com (leave the key out to accept any)";
+        return "expected an origin like https://chatgpt.com (or * for any)";
     auth = p + 3;
     alen = strcspn(auth, "/?#");
     if (auth[alen] != '\0')
@@ -719,14 +667,40 @@ oom:
     return -1;
 }
 
-static int config_set_origins(struct build *b, const struct config_key *k, char **tok, size_t n)
+/* The list member of a KT_ORIGINS / KT_HOSTS key. */
+static char ***config_list_of(struct mcpeek_config *cfg, const struct config_key *k, size_t **n)
 {
-    struct mcpeek_config *cfg = b->cfg;
+    if (k->type == KT_HOSTS) {
+        *n = &cfg->n_allowed_hosts;
+        return &cfg->allowed_hosts;
+    }
+    *n = &cfg->n_allowed_origins;
+    return &cfg->allowed_origins;
+}
+
+/* Checks one allowed_hosts entry: HOST or HOST:PORT. Returns NULL, or why not. */
+static const char *config_check_allowed_host(const char *s)
+{
+    char host[CONFIG_HOST_MAX + 1];
+    unsigned port;
+    if (strstr(s, "://") != NULL)
+        return "expected a host name like mcp.example.com, not a URL";
+    return config_split_hostport(s, strlen(s), false, host, &port);
+}
+
+/* allowed_origins, allowed_hosts: a list, or "*" alone for any value. */
+static int config_set_list(struct build *b, const struct config_key *k, char **tok, size_t n)
+{
+    size_t *count;
+    char ***list = config_list_of(b->cfg, k, &count);
     char **v;
     int rc = 0;
 
     for (size_t i = 0; i < n; i++) {
-        const char *why = config_check_origin(tok[i]);
+        const char *why = strcmp(tok[i], "*") == 0
+                              ? (n == 1 ? NULL : "'*' (any) cannot be combined with other values")
+                          : k->type == KT_HOSTS ? config_check_allowed_host(tok[i])
+                                                : config_check_origin(tok[i]);
         if (why != NULL) {
             config_bad_value(b, k, tok[i], why);
             rc = -1;
@@ -744,9 +718,9 @@ static int config_set_origins(struct build *b, const struct config_key *k, char 
             goto oom;
         }
     }
-    config_free_strv(cfg->allowed_origins, cfg->n_allowed_origins);
-    cfg->allowed_origins = v;
-    cfg->n_allowed_origins = n;
+    config_free_strv(*list, *count);
+    *list = v;
+    *count = n;
     return 0;
 
 oom:
@@ -890,8 +864,8 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
 
     if (k->type == KT_LISTEN)
         return config_set_listen(b, k, tok, n, raw);
-    if (k->type == KT_ORIGINS)
-        return config_set_origins(b, k, tok, n);
+    if (k->type == KT_ORIGINS || k->type == KT_HOSTS)
+        return config_set_list(b, k, tok, n);
     if (k->type == KT_RATE_LIMIT)
         return config_set_rate_limit(b, k, tok, n, raw);
     if (n != 1) {
@@ -996,6 +970,7 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
     case KT_LISTEN:
     case KT_ORIGINS:
     case KT_RATE_LIMIT:
+    case KT_HOSTS:
         break;
     }
     return -1;
@@ -1365,8 +1340,12 @@ void config_free(struct mcpeek_config *cfg)
             free(cfg->listen);
             break;
         case KT_ORIGINS:
-            config_free_strv(cfg->allowed_origins, cfg->n_allowed_origins);
+        case KT_HOSTS: {
+            size_t *count;
+            char ***list = config_list_of(cfg, k, &count);
+            config_free_strv(*list, *count);
             break;
+        }
         case KT_RATE_LIMIT:
             free(cfg->rate_limits);
             break;
@@ -1537,12 +1516,18 @@ static bool config_key_equal(const struct config_key *k, const struct mcpeek_con
                 return false;
         return true;
     case KT_ORIGINS:
-        if (a->n_allowed_origins != b->n_allowed_origins)
+    case KT_HOSTS: {
+        bool hosts = k->type == KT_HOSTS;
+        char *const *va = hosts ? a->allowed_hosts : a->allowed_origins;
+        char *const *vb = hosts ? b->allowed_hosts : b->allowed_origins;
+        size_t na = hosts ? a->n_allowed_hosts : a->n_allowed_origins;
+        if (na != (hosts ? b->n_allowed_hosts : b->n_allowed_origins))
             return false;
-        for (size_t i = 0; i < a->n_allowed_origins; i++)
-            if (strcmp(a->allowed_origins[i], b->allowed_origins[i]) != 0)
+        for (size_t i = 0; i < na; i++)
+            if (strcmp(va[i], vb[i]) != 0)
                 return false;
         return true;
+    }
     case KT_RATE_LIMIT: /* in order: the first refusing line is the one reported */
         if (a->n_rate_limits != b->n_rate_limits)
             return false;

@@ -100,6 +100,8 @@ struct generation *generation_new(struct mcpeek_config *cfg, unsigned long numbe
         goto fail;
     if (cfg->auth_tokens_file && load_tokens(gen, cfg->auth_tokens_file, errors) < 0)
         goto fail;
+    access_policy_init(&gen->access, cfg, (const char *const *)gen->auth_tokens,
+                       gen->n_auth_tokens);
     gen->log_opts.user_location = cfg->user_location;
     gen->log_opts.max_value_len = cfg->log_value_max_length;
     gen->log_opts.hmac_key = gen->hmac_key;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mcpeek/access.h"
 #include "mcpeek/accesslog.h"
 #include "mcpeek/admin.h"
 #include "mcpeek/config.h"
@@ -78,6 +79,10 @@ static void warn_about(const struct mcpeek_config *cfg)
                  "connection (curl issue #10634, fixed in 8.0.0): each request opens "
                  "its own; upstream_http2 on (https) multiplexes",
                  curl_version_info(CURLVERSION_NOW)->version);
+    /* Off loopback the DNS-rebinding defaults do not apply (docs/security.md). */
+    if (cfg->n_allowed_hosts == 0 && !access_listeners_loopback(cfg))
+        diag_log("warn", "allowed_hosts is unset and a listen address is not loopback: any Host "
+                         "is accepted; set allowed_hosts to the names clients use");
 }
 
 static void reload(struct daemon *d)

@@ -110,6 +110,7 @@ struct worker_metrics {
     _Atomic uint64_t streams_opened, streams_closed;
     _Atomic uint64_t upstream_errors[UPSTREAM_ERR_KIND_COUNT];
     _Atomic uint64_t rate_limited[RATELIMIT_SCOPE_COUNT];
+    _Atomic uint64_t access_denied[ACCESS_VERDICT_COUNT];
 };
 
 struct metrics {
@@ -583,6 +584,12 @@ void metrics_tls_handshake_failure(struct worker_metrics *wm)
         metrics_add(&wm->tls_handshake_failures, 1);
 }
 
+void metrics_access_denied(struct worker_metrics *wm, enum access_verdict reason)
+{
+    if (wm && reason > ACCESS_OK && reason < ACCESS_VERDICT_COUNT)
+        metrics_add(&wm->access_denied[reason], 1);
+}
+
 void metrics_upstream_ok(struct metrics *m, uint64_t now_ms)
 {
     uint64_t cur;
@@ -884,6 +891,17 @@ void metrics_render(struct metrics *m, struct strbuf *out)
 
         strbuf_printf(out, "mcpeek_rate_limited_total{scope=\"%s\"} %" PRIu64 "\n",
                       ratelimit_scope_name((enum ratelimit_scope)s), v);
+    }
+    static const char *const denied_reason[ACCESS_VERDICT_COUNT] = {
+        [ACCESS_HOST] = "host", [ACCESS_ORIGIN] = "origin", [ACCESS_TOKEN] = "token"};
+    metrics_put_header(out, "mcpeek_access_denied_total", "counter",
+                       "Requests refused by the Host, Origin or bearer-token check, by reason.");
+    for (int k = ACCESS_HOST; k < ACCESS_VERDICT_COUNT; k++) {
+        uint64_t v = metrics_sum(m, offsetof(struct worker_metrics, access_denied) +
+                                        (size_t)k * sizeof(_Atomic uint64_t));
+
+        strbuf_printf(out, "mcpeek_access_denied_total{reason=\"%s\"} %" PRIu64 "\n",
+                      denied_reason[k], v);
     }
 
     for (unsigned w = 0; w < m->n_workers; w++) {

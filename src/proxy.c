@@ -730,24 +730,44 @@ static void exchange_finish(struct exchange *ex)
     exchange_put(w, ex);
 }
 
-void proxy_log_refused(struct worker *w, const char *method, const char *path,
-                       const char *client_ip, int status, const char *error, size_t bytes_out)
+void proxy_log_refused(struct worker *w, const struct proxy_refusal *r)
 {
+    const struct mcpeek_config *cfg = w->gen->cfg;
     struct exchange_record rec = {
-        .http_method = method,
-        .path = path,
-        .client_ip = client_ip,
-        .status = status,
-        .bytes_out = bytes_out,
-        .response = RESPONSE_JSON,
-        .has_rpc_error_code = true,
-        .rpc_error_code = status == 503 ? -32000 : -32600,
-        .error = error,
+        .http_method = r->method,
+        .path = r->path,
+        .client_ip = r->client_ip,
+        .tls = r->tls,
+        .status = r->status,
+        .bytes_in = r->bytes_in,
+        .bytes_out = r->bytes_out,
+        .response = r->status ? RESPONSE_JSON : RESPONSE_NONE, /* 0: the client left first */
+        .has_rpc_error_code = r->status != 0,
+        .rpc_error_code = r->rpc_code,
+        .error = r->error,
         .upstream_ms = -1,
     };
+    char *session_id = NULL, *protocol_version = NULL;
+    OpenAiClientContext *session_ctx = NULL;
+    if (r->head) {
+        /* Whose request it was, as any other line says (the body was not parsed). */
+        session_id = header_copy(http1_request_header(r->head, "Mcp-Session-Id"), kept_len(cfg));
+        protocol_version =
+            header_copy(http1_request_header(r->head, "MCP-Protocol-Version"), kept_len(cfg));
+        if (session_id)
+            session_ctx = session_map_get(w->shared->sessions, session_id, worker_now_ms());
+        rec.mcp_session_id = session_id;
+        rec.mcp_protocol_version = protocol_version;
+        rec.session_openai = session_ctx;
+    }
     clock_gettime(CLOCK_REALTIME, &rec.started);
     worker_log(w, &rec, &w->gen->log_opts);
-    metrics_exchange(w->metrics, NULL, NULL, status, 0, 0, 0);
+    metrics_exchange(w->metrics, NULL, NULL, r->status, 0, r->bytes_in, r->bytes_out);
+    if (r->verdict != ACCESS_OK)
+        metrics_access_denied(w->metrics, r->verdict);
+    openai_meta_free(session_ctx);
+    free(session_id);
+    free(protocol_version);
 }
 
 void proxy_abort_exchange(struct exchange *ex)
@@ -762,50 +782,6 @@ void proxy_abort_exchange(struct exchange *ex)
     else if (ex->kind != RESPONSE_SSE)
         ex->close_client = true; /* a cut body must not look complete */
     exchange_finish(ex);
-}
-
-/* Constant-time comparison: the time taken must not tell how much of a token matched. */
-static bool token_equal(const char *a, size_t alen, const char *b)
-{
-    size_t blen = strlen(b);
-    unsigned char diff = (unsigned char)(alen != blen);
-    for (size_t i = 0; i < alen; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
-    return diff == 0;
-}
-
-/* allowed_origins (the MCP spec's DNS-rebinding defence) and auth_tokens_file. */
-static bool access_denied(struct exchange *ex, const struct http1_request *in)
-{
-    const struct generation *gen = ex->gen;
-    const char *origin = http1_request_header(in, "Origin");
-    if (origin && gen->cfg->n_allowed_origins > 0) {
-        bool allowed = false;
-        for (size_t i = 0; i < gen->cfg->n_allowed_origins && !allowed; i++)
-            allowed = strcmp(origin, gen->cfg->allowed_origins[i]) == 0;
-        if (!allowed) {
-            ex->error = "forbidden_origin";
-            send_rpc_error(ex, 403, -32000, "mcpeek: Origin not allowed");
-            return true;
-        }
-    }
-    if (gen->n_auth_tokens > 0) {
-        const char *auth = http1_request_header(in, "Authorization");
-        bool ok = false;
-        if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-            const char *tok = auth + 7;
-            size_t len = strlen(tok);
-            /* Check every token, so the time does not depend on which one matched. */
-            for (size_t i = 0; i < gen->n_auth_tokens; i++)
-                ok |= token_equal(tok, len, gen->auth_tokens[i]);
-        }
-        if (!ok) {
-            ex->error = "unauthorized";
-            send_rpc_error(ex, 401, -32001, "mcpeek: missing or invalid bearer token");
-            return true;
-        }
-    }
-    return false;
 }
 
 /* rate_limit lines: 429 with Retry-After when a bucket of the request's keys is empty. */
@@ -893,7 +869,7 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
         ex->has_body = true;
         jsonrpc_parse(body, body_len, kept_len(cfg), &ex->rpc);
     }
-    if (access_denied(ex, req) || strict_rejects(ex)) {
+    if (strict_rejects(ex)) {
         exchange_finish(ex);
         return;
     }

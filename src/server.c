@@ -22,6 +22,7 @@
 #include "mcpeek/client.h"
 #include "mcpeek/config.h"
 #include "mcpeek/diag.h"
+#include "mcpeek/hostport.h"
 #include "mcpeek/worker.h"
 
 /* Pending connections per listening socket. */
@@ -35,31 +36,13 @@
 
 int server_parse_hostport(const char *spec, char *host, size_t host_size, unsigned *port)
 {
-    const char *colon;
-    const char *h = spec;
-    size_t hlen;
-    if (spec[0] == '[') {
-        const char *close = strchr(spec, ']');
-        if (!close || close[1] != ':')
-            return -1;
-        h = spec + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(spec, ':');
-        if (!colon)
-            return -1;
-        hlen = (size_t)(colon - spec);
-    }
-    if (hlen == 0 || hlen >= host_size)
+    struct hostport hp;
+    if (hostport_parse(spec, strlen(spec), HOSTPORT_NEED_PORT, &hp) != NULL ||
+        hp.host_len >= host_size)
         return -1;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || p == 0 || p > 65535)
-        return -1;
-    *port = (unsigned)p;
+    memcpy(host, hp.host, hp.host_len);
+    host[hp.host_len] = '\0';
+    *port = hp.port;
     return 0;
 }
 

@@ -1,7 +1,8 @@
 /* session_map: bounded Mcp-Session-Id -> OpenAiClientContext map shared by all workers.
  *
- * Sharded by FNV-1a hash, one mutex per shard; each shard is a fixed bucket array with
- * chaining plus a doubly linked LRU list, and never resizes. Shard capacities add up to
+ * Sharded by SipHash under a random per-map key (ids are client-chosen: no client may aim
+ * every session at one shard or chain), one mutex per shard; each shard is a fixed bucket array
+ * with chaining plus a doubly linked LRU list, and never resizes. Shard capacities add up to
  * exactly `capacity`, so the map never holds more. Small maps use a single shard, which makes
  * LRU order exact there; large ones approximate a global LRU by one LRU per shard.
  */
@@ -43,7 +44,8 @@ struct session_shard {
 struct session_map {
     struct session_shard *shards; /* owned; NULL when the map is disabled */
     size_t n_shards;
-    uint64_t ttl_ms; /* 0 = entries never expire by age */
+    uint64_t ttl_ms;                  /* 0 = entries never expire by age */
+    unsigned char key[HASH_KEY_SIZE]; /* SipHash key, random per process (per map) */
 };
 
 static size_t session_pow2_at_least(size_t n)
@@ -160,6 +162,8 @@ struct session_map *session_map_new(size_t capacity, uint32_t ttl_ms)
     map->ttl_ms = ttl_ms;
     if (capacity == 0)
         return map;
+    if (hash_random_key(map->key) < 0)
+        goto fail;
 
     n = capacity / SESSION_MAP_MIN_SHARD_CAPACITY;
     if (n < 1)
@@ -231,7 +235,7 @@ int session_map_put(struct session_map *map, const char *session_id, const OpenA
     copy = openai_meta_dup(ctx); /* outside the lock: it allocates */
     if (copy == NULL)
         return -1;
-    hash = hash_fnv1a(session_id, len);
+    hash = hash_siphash(map->key, session_id, len);
     sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -301,7 +305,7 @@ OpenAiClientContext *session_map_get(struct session_map *map, const char *sessio
 
     if (map == NULL || map->n_shards == 0 || len == 0)
         return NULL;
-    hash = hash_fnv1a(session_id, len);
+    hash = hash_siphash(map->key, session_id, len);
     sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -329,7 +333,7 @@ void session_map_remove(struct session_map *map, const char *session_id)
 
     if (map == NULL || map->n_shards == 0 || len == 0)
         return;
-    hash = hash_fnv1a(session_id, len);
+    hash = hash_siphash(map->key, session_id, len);
     sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -354,4 +358,12 @@ size_t session_map_size(struct session_map *map)
         pthread_mutex_unlock(&sh->lock);
     }
     return total;
+}
+
+size_t session_map_shard_index(const struct session_map *map, const char *session_id)
+{
+    size_t len = session_id_len(session_id);
+    if (map == NULL || map->n_shards == 0 || len == 0)
+        return 0;
+    return (size_t)(hash_siphash(map->key, session_id, len) % map->n_shards);
 }

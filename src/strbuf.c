@@ -128,16 +128,24 @@ void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap)
     sb->len += (size_t)n;
 }
 
-void strbuf_put_uint(struct strbuf *sb, uint64_t v, unsigned width)
+size_t decimal_write(char *buf, uint64_t v)
 {
-    char tmp[24];
+    char tmp[DECIMAL_MAX];
     size_t n = sizeof(tmp);
     do
         tmp[--n] = (char)('0' + v % 10);
     while ((v /= 10) != 0);
-    while (n > sizeof(tmp) - width && n > 0)
-        tmp[--n] = '0';
-    strbuf_append(sb, tmp + n, sizeof(tmp) - n);
+    memcpy(buf, tmp + n, sizeof(tmp) - n);
+    return sizeof(tmp) - n;
+}
+
+void strbuf_put_uint(struct strbuf *sb, uint64_t v, unsigned width)
+{
+    char buf[2 * DECIMAL_MAX];
+    size_t start = DECIMAL_MAX, n = decimal_write(buf + DECIMAL_MAX, v);
+    while (start > 0 && DECIMAL_MAX - start + n < width)
+        buf[--start] = '0';
+    strbuf_append(sb, buf + start, DECIMAL_MAX - start + n);
 }
 
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...)

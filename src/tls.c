@@ -60,6 +60,10 @@ SSL_CTX *tls_server_ctx_new(const struct mcpeek_config *cfg, struct strbuf *erro
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    /* client.c retries a blocked SSL_write from its output buffer, which may have grown (and
+     * moved) since: OpenSSL must accept the new address. Partial writes let the output move
+     * on record by record, so a slow reader's send deadline sees progress. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     if (!SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)) {
         openssl_errors(errors, "tls", "cipher list");

@@ -49,7 +49,9 @@ struct mcpeek_config {
     uint32_t client_send_timeout_ms;   /* 60 s without progress writing the response */
     uint32_t shutdown_timeout_ms;      /* 10 s */
     bool strict_json;                  /* answer invalid JSON-RPC with 400 instead of forwarding */
-    char **allowed_origins;            /* NULL = any Origin accepted */
+    char **allowed_hosts;              /* NULL = default (access.c); {"*"} = any */
+    size_t n_allowed_hosts;
+    char **allowed_origins; /* NULL = default (access.c); {"*"} = any */
     size_t n_allowed_origins;
     char *auth_tokens_file; /* NULL = no bearer check by mcpeek */
 

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "mcpeek/access.h"
 #include "mcpeek/accesslog.h"
 #include "mcpeek/config.h"
 #include "mcpeek/strbuf.h"
@@ -28,6 +29,7 @@ struct generation {
     SSL_CTX *tls_ctx;   /* front-end TLS, owned; NULL when no `listen ... tls` */
     char **auth_tokens; /* auth_tokens_file lines, owned, NULL when unset */
     size_t n_auth_tokens;
+    struct access_policy access; /* Host, Origin and token rules; borrows cfg and auth_tokens */
 };
 
 /* Takes ownership of cfg (also on failure). Returns a generation with one reference, or

@@ -1,11 +1,23 @@
-/* hash: the one string hash mcpeek uses for its tables (session map, metric labels).
- * FNV-1a: tiny and good enough for short ids and label values; the tables are bounded, so a
- * client choosing colliding keys only slows its own lookups. */
+/* hash: the string hashes mcpeek uses for its tables.
+ *
+ * SipHash-2-4 with a secret key for tables whose keys a client chooses and whose layout
+ * matters (the session map's shards and buckets: with an unkeyed hash a client could aim
+ * every session at one shard and one chain, as redis learnt for its dicts). FNV-1a, tiny,
+ * where the table is small and bounded anyway (metric label values).
+ */
 #ifndef MCPEEK_HASH_H
 #define MCPEEK_HASH_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define HASH_KEY_SIZE 16
+
+/* SipHash-2-4 of data[0..len) under `key` (Aumasson and Bernstein, 2012). */
+uint64_t hash_siphash(const unsigned char key[HASH_KEY_SIZE], const void *data, size_t len);
+
+/* Fills `key` from the kernel's random source (getrandom); 0, or -1 when none is available. */
+int hash_random_key(unsigned char key[HASH_KEY_SIZE]);
 
 static inline uint64_t hash_fnv1a(const char *s, size_t len)
 {

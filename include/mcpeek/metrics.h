@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "mcpeek/ratelimit.h"
+#include "mcpeek/access.h"
 #include "mcpeek/strbuf.h"
 
 struct metrics;        /* the registry: all workers' slots + process-wide values */
@@ -55,8 +56,11 @@ void metrics_log_line(struct worker_metrics *wm);
 /* a request refused by a rate_limit line of this scope (answered 429) */
 void metrics_rate_limited(struct worker_metrics *wm, enum ratelimit_scope scope);
 /* an HTTPS connection closed before its handshake completed */
-void metrics_tls_handshake_failure(struct worker_metrics *wm); /* an access-log line was written */
-void metrics_upstream_ok(struct metrics *m, uint64_t now_ms);  /* upstream answered (readyz) */
+void metrics_tls_handshake_failure(struct worker_metrics *wm);
+/* a request refused by access.c: mcpeek_access_denied_total{reason} */
+void metrics_access_denied(struct worker_metrics *wm,
+                           enum access_verdict reason);       /* an access-log line was written */
+void metrics_upstream_ok(struct metrics *m, uint64_t now_ms); /* upstream answered (readyz) */
 uint64_t metrics_upstream_last_ok_ms(const struct metrics *m);
 void metrics_config_reload(struct metrics *m, bool success); /* main thread */
 

@@ -8,6 +8,9 @@
 #define MCPEEK_PROXY_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "mcpeek/access.h"
 
 struct client;
 struct exchange;
@@ -26,8 +29,21 @@ void proxy_abort_exchange(struct exchange *ex);
 /* Frees the ended exchanges the worker keeps for reuse (worker teardown). */
 void proxy_worker_cleanup(struct worker *w);
 
-/* Writes the log line of a request client.c refused (limits, framing, deadlines). */
-void proxy_log_refused(struct worker *w, const char *method, const char *path,
-                       const char *client_ip, int status, const char *error, size_t bytes_out);
+/* A request client.c refused itself (limits, framing, deadlines, access). */
+struct proxy_refusal {
+    const char *method, *path, *client_ip;
+    const char *tls; /* as client_tls_version() */
+    int status, rpc_code;
+    const char *error;
+    uint64_t bytes_in, bytes_out;
+    /* The parsed head when the refusal came after it (413, 408 on the body, 401/403): the
+     * line then names the session, its protocol version and the session map's context.
+     * NULL before. */
+    const struct http1_request *head;
+    enum access_verdict verdict; /* ACCESS_OK unless an access check refused it (metric) */
+};
+
+/* Writes the log line of a refused request and counts it. */
+void proxy_log_refused(struct worker *w, const struct proxy_refusal *r);
 
 #endif

@@ -35,4 +35,7 @@ void session_map_remove(struct session_map *map, const char *session_id);
 /* Live entries (approximate under concurrency; for metrics). */
 size_t session_map_size(struct session_map *map);
 
+/* The shard `session_id` lives in (tests: the layout depends on the map's random key). */
+size_t session_map_shard_index(const struct session_map *map, const char *session_id);
+
 #endif

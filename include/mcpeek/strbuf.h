@@ -28,6 +28,10 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((forma
 /* Appends `v` in decimal, zero-padded to at least `width` digits (0: no padding). Cheaper than
  * printf, which is a visible share of a request's CPU when every log line has ten numbers. */
 void strbuf_put_uint(struct strbuf *sb, uint64_t v, unsigned width);
+/* The one decimal writer: the digits of `v` into buf (at least DECIMAL_MAX bytes, no NUL);
+ * returns how many. strbuf_put_uint and the response heads of client.c use it. */
+#define DECIMAL_MAX 20
+size_t decimal_write(char *buf, uint64_t v);
 void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap);
 
 /* Appends `s` (len bytes, may hold any bytes) as a quoted JSON string. At most `max_len`

@@ -246,6 +246,63 @@ test('obs_fold_and_whitespace_before_colon_get_400_and_101_fields_get_431_and_no
     expectFields(lines[cases.length], { rpc_id: 'hdr', status: 200 });
 });
 
+// Each request-framing rule of docs/security.md (RFC 9112): refused with 400 and one
+// "bad_request" line, nothing reaches the upstream, the connection closes. Then the accepted
+// neighbours of the same rules (strict chunk extensions, absolute-form naming the Host) pass.
+test('strict_request_framing_refuses_each_ambiguous_form_with_400_and_one_line', only, async (t) => {
+    const { up, proxy } = await setup(t);
+    const host = `127.0.0.1:${proxy.port}`;
+    const body = rpc('frm');
+    const head = (line, fields) => `${line}\r\n${fields.map((f) => `${f}\r\n`).join('')}\r\n`;
+    const chunked = (framing) => head('POST /mcp HTTP/1.1', [`Host: ${host}`, 'Content-Type: application/json',
+        'Transfer-Encoding: chunked']) + framing;
+    const len = body.length.toString(16);
+    const cases = [
+        ['space after the chunk size', chunked(`${len} \r\n${body}\r\n0\r\n\r\n`)],
+        ['tab before a chunk extension', chunked(`${len}\t;a=b\r\n${body}\r\n0\r\n\r\n`)],
+        ['control byte in the chunk-size line', chunked(`${len}\x0b\r\n${body}\r\n0\r\n\r\n`)],
+        ['chunk extension with a space', chunked(`${len};a b\r\n${body}\r\n0\r\n\r\n`)],
+        ['chunk extension without a name', chunked(`${len};=b\r\n${body}\r\n0\r\n\r\n`)],
+        ['chunk extension with an unterminated quote', chunked(`${len};a="b\r\n${body}\r\n0\r\n\r\n`)],
+        ['bare LF after the chunk size', chunked(`${len}\n${body}\r\n0\r\n\r\n`)],
+        ['bare LF after the chunk data', chunked(`${len}\r\n${body}\n0\r\n\r\n`)],
+        ['bare LF ending the trailers', chunked(`${len}\r\n${body}\r\n0\r\n\n`)],
+        ['Transfer-Encoding on HTTP/1.0', head('POST /mcp HTTP/1.0', [`Host: ${host}`, 'Transfer-Encoding: chunked'])
+            + `${len}\r\n${body}\r\n0\r\n\r\n`],
+        ['HTTP/1.1 without Host', head('POST /mcp HTTP/1.1', ['Content-Type: application/json', `Content-Length: ${body.length}`]) + body],
+        ['two Host fields', head('POST /mcp HTTP/1.1', [`Host: ${host}`, `Host: ${host}`, `Content-Length: ${body.length}`]) + body],
+        ['absolute-form naming another host', head(`POST http://evil.example.com/mcp HTTP/1.1`, [`Host: ${host}`,
+            `Content-Length: ${body.length}`]) + body],
+    ];
+    for (const [i, [what, raw]] of cases.entries()) {
+        const c = await connect(t, proxy);
+        c.sock.write(raw);
+        const { responses } = await finalResponses(c, 1, { what });
+        assertRefusal(responses[0], 400, what);
+        assert.ok(await waitUntil(() => c.isClosed(), 3000), `${what}: the connection stayed open after the refusal`);
+        const l = (await proxy.expectLogCount(i + 1))[i];
+        expectFields(l, { status: 400, error: 'bad_request', http_method: 'POST', level: 'warn' }, what);
+    }
+    assert.equal(up.hits().length, 0, `a refused request reached the upstream: ${JSON.stringify(up.hits().map((h) => h.headers))}`);
+    // The well-formed neighbours pass, with the body intact and the target made origin-form.
+    const good = [
+        chunked(`${len};a=b;c="d;\\"e";f\r\n${body}\r\n0;last\r\nX-Trailer: 1\r\n\r\n`),
+        head(`POST http://${host}/mcp HTTP/1.1`, [`Host: ${host}`, `Content-Length: ${body.length}`]) + body,
+    ];
+    for (const raw of good) {
+        const c = await connect(t, proxy);
+        c.sock.write(raw);
+        const { responses } = await finalResponses(c, 1, { what: 'well-formed' });
+        assert.equal(responses[0].status, 200, responses[0].body);
+    }
+    assert.equal(up.hits().length, 2);
+    for (const h of up.hits()) {
+        assert.equal(h.body.toString(), body);
+        assert.equal(h.url, '/mcp');
+    }
+    await proxy.expectLogCount(cases.length + 2);
+});
+
 test('http10_request_with_connection_keep_alive_is_answered_keep_alive_and_the_socket_serves_a_second_request', only, async (t) => {
     const { up, proxy } = await setup(t); // the upstream answers with Content-Length
     const c = await connect(t, proxy);

@@ -20,6 +20,7 @@ import {
     assertFdsSettle, assertServes, fdBaseline, fdCount, hostileUpstream, listenOn, rawConnect, rawPost,
     RSS_CHECKS, rpc, rssMiB, startMcpeekFromConfig, trickle,
 } from './lib/hostile.js';
+import { sampleValue, scrape } from './lib/ops.js';
 
 const only = DIRECT ? { skip: 'mcpeek-only behaviour (MCPEEK_E2E_DIRECT=1)' } : {};
 const MiB = 1024 * 1024;
@@ -312,6 +313,59 @@ test('body_trickled_past_client_body_timeout_gets_408_client_timeout', only, asy
     await assertServes(proxy);
     await assertFdsSettle(proxy, base, 'after trickled body');
     await proxy.expectLogCount(3);
+});
+
+// ---- every exchange that started leaves one line, naming whose it was ---------------------------
+
+test('client_hanging_up_mid_upload_leaves_one_client_aborted_line_with_bytes_in_as_received', only, async (t) => {
+    const { up, proxy } = await setup(t);
+    const c = await rawConnect(proxy.port);
+    // Declares 1 MiB, sends 100 KiB of it, then closes.
+    c.sock.write(rawPost(proxy.port, Buffer.alloc(100 * 1024, 'a'), {
+        contentLength: MiB, extra: ['Mcp-Session-Id: sess-upload', 'MCP-Protocol-Version: 2025-06-18'],
+    }));
+    await sleep(200);
+    c.sock.end();
+    await c.closed;
+    const lines = await proxy.expectLogCount(1);
+    expectFields(lines[0], {
+        error: 'client_aborted', status: 0, bytes_in: 100 * 1024, bytes_out: 0, http_method: 'POST', path: '/mcp',
+        mcp_session_id: 'sess-upload', mcp_protocol_version: '2025-06-18', rpc_error_code: undefined, response: undefined,
+    });
+    assert.equal(up.hits().length, 0);
+    await assertServes(proxy);
+});
+
+test('refusals_after_the_head_carry_session_protocol_version_and_openai_context', only, async (t) => {
+    const dir = tmpDir(t);
+    fs.writeFileSync(path.join(dir, 'tokens'), 'tok\n');
+    const { proxy } = await setup(t, undefined, ['--max-body-size', '1k', '--client-body-timeout', '1s',
+        '--auth-tokens-file', path.join(dir, 'tokens')]);
+    const auth = ['Authorization', 'Bearer tok'];
+    const body = rpc('ctx', 'tools/call', { name: 'probe', arguments: {}, _meta: { 'openai/session': 'v1/conv-42', 'openai/subject': 'v1/user-7' } });
+    const first = await request(proxy.url, { method: 'POST', headers: [...POST_HEADERS, auth, ['Mcp-Session-Id', 'sess-ctx']], body });
+    assert.equal(first.status, 200, first.text());
+    const who = ['Mcp-Session-Id: sess-ctx', 'MCP-Protocol-Version: 2025-06-18'];
+    // 413 on the declared length
+    const c1 = await rawConnect(proxy.port);
+    c1.sock.write(rawPost(proxy.port, '', { contentLength: 100 * MiB, extra: ['Authorization: Bearer tok', ...who] }));
+    assertRpcError(await c1.response(), 413);
+    c1.sock.destroy();
+    // 408 on a body that stops coming
+    const c2 = await rawConnect(proxy.port);
+    c2.sock.write(rawPost(proxy.port, '{"jsonrpc":', { contentLength: 500, extra: ['Authorization: Bearer tok', ...who] }));
+    assertRpcError(await c2.response(3000), 408);
+    c2.sock.destroy();
+    // 401 on the head
+    const c3 = await rawConnect(proxy.port);
+    c3.sock.write(rawPost(proxy.port, '{}', { extra: who }));
+    assertRpcError(await c3.response(), 401);
+    c3.sock.destroy();
+    const lines = await proxy.expectLogCount(4);
+    const want = { mcp_session_id: 'sess-ctx', mcp_protocol_version: '2025-06-18', openai_session: 'v1/conv-42', openai_subject: 'v1/user-7', openai_from: 'session_map' };
+    expectFields(lines[1], { status: 413, error: 'body_too_large', ...want }, '413 line');
+    expectFields(lines[2], { status: 408, error: 'client_timeout', bytes_in: 11, ...want }, '408 line');
+    expectFields(lines[3], { status: 401, error: 'unauthorized', ...want }, '401 line');
 });
 
 // ---- failing upstreams ------------------------------------------------------------------------
@@ -726,7 +780,8 @@ test('allowed_origins_rejects_a_foreign_origin_with_403_and_forwards_allowed_or_
     const bad = ['https://evil.example', 'https://chatgpt.com.evil.example', 'https://chatgpt.com/', 'http://chatgpt.com', 'null'];
     for (const [i, origin] of bad.entries()) {
         const res = await request(proxy.url, { method: 'POST', headers: [...POST_HEADERS, ['Origin', origin]], body: rpc(`o${i}`) });
-        assertRpcError(res, 403, { id: `o${i}` });
+        // Refused on the head alone: the body is neither read nor parsed, so no id is known.
+        assertRpcError(res, 403, { id: null });
     }
     assert.equal(up.hits().length, 0, 'a request from a foreign Origin reached the upstream');
     const none = await request(proxy.url, { method: 'POST', headers: POST_HEADERS, body: rpc('no-origin') });
@@ -737,12 +792,97 @@ test('allowed_origins_rejects_a_foreign_origin_with_403_and_forwards_allowed_or_
     assert.equal(up.hits()[1].headers.origin, 'https://chatgpt.com');
     const lines = await proxy.waitForLogs(bad.length + 2);
     for (const [i] of bad.entries()) {
-        expectFields(lines.find((l) => l.rpc_id === `o${i}`), { status: 403, error: 'forbidden_origin', level: 'warn' });
+        expectFields(lines[i], { status: 403, error: 'origin_not_allowed', level: 'warn', rpc_id: undefined, rpc_method: undefined });
     }
     expectFields(lines.find((l) => l.rpc_id === 'no-origin'), { status: 200, error: undefined });
     expectFields(lines.find((l) => l.rpc_id === 'good'), { status: 200, error: undefined });
     await assertServes(proxy);
     await proxy.expectLogCount(bad.length + 3);
+});
+
+// ---- Host and Origin on defaults (DNS rebinding) ----------------------------------------------
+
+// A raw request to mcpeek on its default loopback listener with the given extra headers (and
+// Host), read back as one response. Returns { res, conn }.
+async function rawAsk(proxy, { host, extra = [], body = rpc('rb') } = {}) {
+    const conn = await rawConnect(proxy.port);
+    const b = Buffer.from(body);
+    const lines = ['POST /mcp HTTP/1.1', `Host: ${host ?? `127.0.0.1:${proxy.port}`}`, 'Content-Type: application/json',
+        'Accept: application/json, text/event-stream', `Content-Length: ${b.length}`, ...extra];
+    conn.sock.write(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`), b]));
+    const res = await conn.response();
+    conn.sock.destroy();
+    return { res, conn };
+}
+
+test('dns_rebinding_defaults_refuse_a_foreign_host_or_origin_on_loopback_with_403', only, async (t) => {
+    const adminPort = await freePort();
+    const up = await hostileUpstream(t);
+    const proxy = await startMcpeek(t, up.url, { adminPort });
+    const evilHost = await rawAsk(proxy, { host: 'evil.example.com' });
+    const b1 = assertRpcError(evilHost.res, 403, { id: null, code: -32000 });
+    assert.match(b1.error.message, /Host not allowed/, JSON.stringify(b1));
+    const evilOrigin = await rawAsk(proxy, { extra: ['Origin: http://evil.example.com'] });
+    const b2 = assertRpcError(evilOrigin.res, 403, { id: null, code: -32000 });
+    assert.match(b2.error.message, /Origin not allowed/, JSON.stringify(b2));
+    const rebound = await rawAsk(proxy, { host: `evil.example.com:${proxy.port}`, extra: ['Origin: http://evil.example.com:' + proxy.port] });
+    assertRpcError(rebound.res, 403, { id: null });
+    assert.equal(up.hits().length, 0, 'a refused request reached the upstream');
+    // What a local client sends passes: loopback names with any port, local web origins, none.
+    for (const [host, origin] of [[`localhost:${proxy.port}`, 'http://localhost:6274'], [`[::1]:${proxy.port}`, null],
+        [`127.0.0.1:${proxy.port}`, 'https://127.0.0.1:3000'], ['LOCALHOST', 'http://[::1]:5173']]) {
+        const { res } = await rawAsk(proxy, { host, extra: origin ? [`Origin: ${origin}`] : [] });
+        assert.equal(res.status, 200, `Host ${host} Origin ${origin}: ${res.status} ${res.text()}`);
+    }
+    const lines = await proxy.expectLogCount(7);
+    expectFields(lines[0], { status: 403, error: 'host_not_allowed', level: 'warn', http_method: 'POST', path: '/mcp', rpc_id: undefined });
+    expectFields(lines[1], { status: 403, error: 'origin_not_allowed', level: 'warn', rpc_id: undefined });
+    expectFields(lines[2], { status: 403, error: 'host_not_allowed' });
+    for (const l of lines.slice(3)) expectFields(l, { status: 200, error: undefined });
+    const { samples } = await scrape(adminPort);
+    assert.equal(sampleValue(samples, 'mcpeek_access_denied_total', { reason: 'host' }), 2);
+    assert.equal(sampleValue(samples, 'mcpeek_access_denied_total', { reason: 'origin' }), 1);
+    assert.equal(sampleValue(samples, 'mcpeek_access_denied_total', { reason: 'token' }), 0);
+});
+
+test('allowed_hosts_names_the_public_deployment_and_star_turns_the_check_off', only, async (t) => {
+    const up = await hostileUpstream(t);
+    const proxy = await startMcpeek(t, up.url, { args: ['--allowed-hosts', 'mcp.example.com api.example.com:8443'] });
+    assert.equal((await rawAsk(proxy, { host: 'MCP.example.com' })).res.status, 200);
+    assert.equal((await rawAsk(proxy, { host: 'api.example.com:8443' })).res.status, 200);
+    assertRpcError((await rawAsk(proxy, { host: 'api.example.com:443' })).res, 403);
+    assertRpcError((await rawAsk(proxy, { host: `127.0.0.1:${proxy.port}` })).res, 403);
+    // The Origin default stays the loopback one (the listener is): a foreign page is refused.
+    assertRpcError((await rawAsk(proxy, { host: 'mcp.example.com', extra: ['Origin: https://evil.example'] })).res, 403);
+    const lines = await proxy.expectLogCount(5);
+    assert.deepEqual(lines.map((l) => l.error ?? null), [null, null, 'host_not_allowed', 'host_not_allowed', 'origin_not_allowed']);
+    // '*' accepts any Host and Origin.
+    const any = await startMcpeek(t, up.url, { args: ['--allowed-hosts', '*', '--allowed-origins', '*'] });
+    const { res } = await rawAsk(any, { host: 'tunnel.example.net', extra: ['Origin: https://chatgpt.com'] });
+    assert.equal(res.status, 200, res.text());
+});
+
+test('access_is_checked_on_the_head_before_100_continue_and_before_the_body', only, async (t) => {
+    const dir = tmpDir(t);
+    fs.writeFileSync(path.join(dir, 'tokens'), 'the-token\n');
+    const { up, proxy } = await setup(t, undefined, ['--auth-tokens-file', path.join(dir, 'tokens')]);
+    for (const [extra, status, error] of [[[], 401, 'unauthorized'], [['Origin: http://evil.example.com', 'Authorization: Bearer the-token'], 403, 'origin_not_allowed']]) {
+        // A 1 MiB upload announced with Expect: 100-continue: the refusal comes at once, with
+        // no 100 before it, and the client need not send a byte of the body.
+        const conn = await rawConnect(proxy.port);
+        conn.sock.write([`POST /mcp HTTP/1.1`, `Host: 127.0.0.1:${proxy.port}`, 'Content-Type: application/json',
+            'Content-Length: 1048576', 'Expect: 100-continue', 'Mcp-Session-Id: sess-refused', ...extra].join('\r\n') + '\r\n\r\n');
+        const res = await conn.response();
+        assert.equal(res.status, status, `first response: ${conn.got().toString('latin1').slice(0, 200)}`);
+        assert.ok(!conn.got().toString('latin1').includes('100 Continue'), '100 Continue sent to a refused client');
+        if (status === 401) assert.match(res.headers['www-authenticate'] || '', /^Bearer/);
+        assert.equal(res.headers.connection, 'close');
+        await conn.closed;
+        const line = (await proxy.waitForLogs(1, (l) => l.error === error)).find((l) => l.error === error);
+        expectFields(line, { status, error, bytes_in: 0, mcp_session_id: 'sess-refused', rpc_method: undefined });
+    }
+    assert.equal(up.hits().length, 0);
+    await proxy.expectLogCount(2);
 });
 
 // ---- bearer tokens ----------------------------------------------------------------------------
@@ -758,7 +898,7 @@ test('auth_tokens_file_answers_missing_or_wrong_bearer_401_and_strips_the_right_
     for (const [i, auth] of wrong.entries()) {
         const headers = auth === null ? POST_HEADERS : [...POST_HEADERS, ['Authorization', auth]];
         const res = await request(proxy.url, { method: 'POST', headers, body: rpc(`w${i}`) });
-        assertRpcError(res, 401, { id: `w${i}` });
+        assertRpcError(res, 401, { id: null }); // refused on the head: the body is not parsed
         assert.match(res.headers['www-authenticate'] || '', /^Bearer/, `WWW-Authenticate for ${auth}`);
     }
     assert.equal(up.hits().length, 0, 'an unauthenticated request reached the upstream');
@@ -770,7 +910,7 @@ test('auth_tokens_file_answers_missing_or_wrong_bearer_401_and_strips_the_right_
     for (const h of up.hits()) assert.equal(h.headers.authorization, undefined, 'mcpeek forwarded its own bearer token');
     const lines = await proxy.waitForLogs(wrong.length + 2);
     for (const [i] of wrong.entries()) {
-        expectFields(lines.find((l) => l.rpc_id === `w${i}`), { status: 401, error: 'unauthorized', level: 'warn' });
+        expectFields(lines[i], { status: 401, error: 'unauthorized', level: 'warn', rpc_id: undefined });
     }
     const res = await request(proxy.url, { method: 'POST', headers: [...POST_HEADERS, ['Authorization', `Bearer ${tokA}`]], body: rpc('after', 'ping', {}) });
     assert.equal(res.status, 200, 'still serves');
@@ -812,7 +952,7 @@ test('sighup_after_changing_auth_tokens_file_makes_the_new_token_valid_and_the_o
         method: 'POST', headers: [...POST_HEADERS, ...(tok ? [['Authorization', `Bearer ${tok}`]] : [])], body: rpc(id, 'ping', {}),
     });
     assert.equal((await call(oldTok, 'old-1')).status, 200, 'old token before the reload');
-    assertRpcError(await call(newTok, 'new-1'), 401, { id: 'new-1' });
+    assertRpcError(await call(newTok, 'new-1'), 401, { id: null });
     fs.writeFileSync(tokens, `# rotated\n${newTok}\n`);
     m.proc.kill('SIGHUP');
     const deadline = Date.now() + 3000 * TIME_SCALE;
@@ -824,14 +964,14 @@ test('sighup_after_changing_auth_tokens_file_makes_the_new_token_valid_and_the_o
         n += 1;
     } while (status !== 200 && Date.now() < deadline);
     assert.equal(status, 200, 'the new token is not accepted after SIGHUP');
-    assertRpcError(await call(oldTok, 'old-2'), 401, { id: 'old-2' });
+    assertRpcError(await call(oldTok, 'old-2'), 401, { id: null });
     assert.equal((await call(newTok, 'new-2')).status, 200, 'still serves');
     const logDeadline = Date.now() + 3000 * TIME_SCALE; // lines are written in batches
     while (m.readLines().length < n + 2 && Date.now() < logDeadline) await sleep(25);
     await sleep(200);
     const lines = m.readLines();
     assert.equal(lines.length, n + 2, `one line per exchange:\n${fmtLines(lines)}`);
-    expectFields(lines.find((l) => l.rpc_id === 'old-2'), { status: 401, error: 'unauthorized' });
+    expectFields(lines[lines.length - 2], { status: 401, error: 'unauthorized' });
     expectFields(lines.find((l) => l.rpc_id === 'old-1'), { status: 200 });
     expectFields(lines.find((l) => l.rpc_id === 'new-2'), { status: 200 });
     for (const h of up.requests) assert.equal(h.headers.authorization, undefined);

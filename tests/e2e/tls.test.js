@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import test from 'node:test';
 import {
     DIRECT, E2E_DIR, expectFields, fmtLines, freePort, POST_HEADERS, request, sleep, spawnTracked,
@@ -444,4 +445,50 @@ test('tls_connection_close_request_gets_its_whole_answer', { skip: skipDirect },
     assert.deepEqual(res.json().id, 'close-1');
     const [line] = await proxy.expectLogCount(1);
     expectFields(line, { status: 200, tls: 'TLSv1.3', rpc_id: 'close-1' }, 'Connection: close over HTTPS');
+});
+
+// An 8 MiB JSON answer to an HTTPS client that reads slowly must arrive whole. mcpeek's output
+// buffer grows (and moves) while an SSL_write waits for room: OpenSSL refuses such a retry
+// ("bad write retry") unless the server context accepts a moving write buffer, and the client
+// was cut at a few MB with "client_aborted".
+test('tls_slow_reader_gets_a_large_answer_whole', { skip: skipDirect }, async (t) => {
+    const pki = makePki(t);
+    const size = 8 * 1024 * 1024;
+    const big = `{"jsonrpc":"2.0","id":"big","result":{"blob":"${'x'.repeat(size - 60)}"}}`;
+    const up = await startScriptedUpstream(t, (req, res) => {
+        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(big) });
+        res.end(big);
+    });
+    const proxy = await startTlsMcpeek(t, up.url, pki.server);
+    const body = rpcBody('big');
+    const received = await new Promise((resolve, reject) => {
+        const sock = tls.connect({ host: '127.0.0.1', port: proxy.tlsPort, ca: pki.caPem, servername: 'localhost',
+            highWaterMark: 16 * 1024 }, () => {
+            sock.write(`POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n` +
+                `Accept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+                `Connection: close\r\n\r\n${body}`);
+        });
+        t.after(() => sock.destroy());
+        let total = 0;
+        const chunks = [];
+        // A slow reader: after each piece, stop reading for a while so mcpeek's socket fills.
+        sock.on('data', (d) => {
+            total += d.length;
+            chunks.push(d);
+            sock.pause();
+            setTimeout(() => sock.resume(), 3);
+        });
+        sock.on('end', () => resolve(Buffer.concat(chunks)));
+        sock.on('error', reject);
+        setTimeout(() => reject(new Error(`slow TLS read timed out after ${total} bytes`)), 60000);
+    });
+    const headEnd = received.indexOf('\r\n\r\n');
+    assert.ok(headEnd > 0, 'a response head came');
+    const head = received.subarray(0, headEnd).toString('latin1');
+    assert.match(head, /^HTTP\/1\.1 200 /, head);
+    const got = received.length - headEnd - 4;
+    assert.equal(got, Buffer.byteLength(big), `body bytes received by the slow TLS reader (head:\n${head})`);
+    const [line] = await proxy.expectLogCount(1);
+    expectFields(line, { status: 200, tls: 'TLSv1.3', bytes_out: Buffer.byteLength(big) }, 'slow TLS reader');
+    assert.equal(line.error, undefined, `no error on the line: ${JSON.stringify(line)}`);
 });

@@ -255,6 +255,9 @@ static void assert_config_equal(const struct mcpeek_config *a, const struct mcpe
     assert_int_equal(a->client_send_timeout_ms, b->client_send_timeout_ms);
     assert_int_equal(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
     assert_int_equal(a->strict_json, b->strict_json);
+    assert_int_equal(a->n_allowed_hosts, b->n_allowed_hosts);
+    for (size_t i = 0; i < a->n_allowed_hosts; i++)
+        assert_string_equal(a->allowed_hosts[i], b->allowed_hosts[i]);
     assert_int_equal(a->n_allowed_origins, b->n_allowed_origins);
     for (size_t i = 0; i < a->n_allowed_origins; i++)
         assert_string_equal(a->allowed_origins[i], b->allowed_origins[i]);
@@ -368,6 +371,8 @@ static void test_defaults(void **state)
     assert_false(cfg->strict_json);
     assert_null(cfg->allowed_origins);
     assert_int_equal(cfg->n_allowed_origins, 0);
+    assert_null(cfg->allowed_hosts);
+    assert_int_equal(cfg->n_allowed_hosts, 0);
     assert_null(cfg->auth_tokens_file);
     assert_string_equal(cfg->upstream, "http://127.0.0.1:3000/mcp");
     assert_null(cfg->upstream_host_header);
@@ -924,13 +929,41 @@ static void test_urls_paths_origins(void **state)
     expect_buf_error("allowed_origins https://chatgpt.com/",
                      "F:1: invalid value 'https://chatgpt.com/' for allowed_origins: an origin "
                      "has no path, not even a trailing '/': write https://chatgpt.com\n");
-    expect_buf_error("allowed_origins *",
-                     "F:1: invalid value '*' for allowed_origins: expected an origin like "
-                     "https://chatgpt.com (leave the key out to accept any)\n");
+    /* '*' alone means any origin; beside others it is a mistake */
+    cfg = buf_ok("allowed_origins *");
+    assert_int_equal(cfg->n_allowed_origins, 1);
+    assert_string_equal(cfg->allowed_origins[0], "*");
+    config_free(cfg);
+    expect_buf_error("allowed_origins * https://a.example",
+                     "F:1: invalid value '*' for allowed_origins: '*' (any) cannot be combined "
+                     "with other values\n");
+    expect_buf_error("allowed_origins https://a.example/x",
+                     "F:1: invalid value 'https://a.example/x' for allowed_origins: an origin "
+                     "has no path, not even a trailing '/': write https://chatgpt.com\n");
+    /* allowed_hosts: names with an optional port, or '*' */
+    cfg = buf_ok("allowed_hosts mcp.example.com mcp.example.com:8443 [::1]:8080 127.0.0.1");
+    assert_int_equal(cfg->n_allowed_hosts, 4);
+    assert_string_equal(cfg->allowed_hosts[0], "mcp.example.com");
+    assert_string_equal(cfg->allowed_hosts[2], "[::1]:8080");
+    config_free(cfg);
+    cfg = buf_ok("allowed_hosts *");
+    assert_int_equal(cfg->n_allowed_hosts, 1);
+    config_free(cfg);
+    expect_buf_error("allowed_hosts https://mcp.example.com",
+                     "F:1: invalid value 'https://mcp.example.com' for allowed_hosts: expected a "
+                     "host name like mcp.example.com, not a URL\n");
+    expect_buf_error("allowed_hosts mcp.example.com:0 a/b",
+                     "F:1: invalid value 'mcp.example.com:0' for allowed_hosts: port must be "
+                     "1..65535\n"
+                     "F:1: invalid value 'a/b' for allowed_hosts: not a valid host name or "
+                     "address\n");
+    expect_buf_error("allowed_hosts * mcp.example.com",
+                     "F:1: invalid value '*' for allowed_hosts: '*' (any) cannot be combined "
+                     "with other values\n");
     /* each bad origin of a line is reported */
     expect_buf_error("allowed_origins chatgpt.com https://ok.example x://",
                      "F:1: invalid value 'chatgpt.com' for allowed_origins: expected an origin "
-                     "like https://chatgpt.com (leave the key out to accept any)\n"
+                     "like https://chatgpt.com (or * for any)\n"
                      "F:1: invalid value 'x://' for allowed_origins: the origin has no host\n");
     cfg = buf_ok("allowed_origins   https://a.example\thttps://b.example:8443  ");
     assert_int_equal(cfg->n_allowed_origins, 2);
@@ -1328,7 +1361,7 @@ static void test_usage_lists_every_key(void **state)
     size_t n = usage_keys(keys, 64);
 
     (void)state;
-    assert_int_equal(n, 44); /* the members of struct mcpeek_config, source_path aside */
+    assert_int_equal(n, 45); /* the members of struct mcpeek_config, source_path aside */
     for (size_t i = 0; i < n; i++) {
         struct cli_args args;
         char flag[80], *err;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -307,12 +308,13 @@ static void test_chunked_byte_by_byte(void **state)
     assert_int_equal(data_len, 0);
 }
 
-static void expect_chunked(const char *body, const char *payload)
+static void expect_chunked_mode(const char *body, const char *payload, bool strict)
 {
     for (size_t step = 1; step <= strlen(body); step++) {
         struct http1_chunked c;
         struct sink s = {.len = 0};
         memset(&c, 0, sizeof(c));
+        c.strict = strict;
         size_t total = 0;
         for (size_t off = 0; off < strlen(body); off += step) {
             size_t n = strlen(body) - off < step ? strlen(body) - off : step;
@@ -327,6 +329,11 @@ static void expect_chunked(const char *body, const char *payload)
                      "\"%s\"",
                      body, step, http1_chunked_done(&c), total, (int)s.len, s.data, payload);
     }
+}
+
+static void expect_chunked(const char *body, const char *payload)
+{
+    expect_chunked_mode(body, payload, false);
 }
 
 static void test_chunked_variants(void **state)
@@ -355,12 +362,13 @@ static void test_chunked_variants(void **state)
 
 /* Feeds `body` whole and byte by byte; both must report a framing error, and the payload
  * handed out before it must be `before`. */
-static void expect_chunked_error(const char *body, const char *before)
+static void expect_chunked_error_mode(const char *body, const char *before, bool strict)
 {
     for (size_t step = 1; step <= strlen(body); step = step == 1 ? strlen(body) : step + 1) {
         struct http1_chunked c;
         struct sink s = {.len = 0};
         memset(&c, 0, sizeof(c));
+        c.strict = strict;
         bool failed = false;
         for (size_t off = 0; off < strlen(body) && !failed; off += step) {
             size_t n = strlen(body) - off < step ? strlen(body) - off : step;
@@ -373,6 +381,11 @@ static void expect_chunked_error(const char *body, const char *before)
             fail_msg("%s: payload before the error \"%.*s\", expected \"%s\"", body, (int)s.len,
                      s.data, before);
     }
+}
+
+static void expect_chunked_error(const char *body, const char *before)
+{
+    expect_chunked_error_mode(body, before, false);
 }
 
 static void test_chunked_errors(void **state)
@@ -392,6 +405,295 @@ static void test_chunked_errors(void **state)
     expect_chunked_error("0\r\n\rX\r\n", "");                     /* bad end of trailer */
 }
 
+/* ---- the strict (request-side) chunked decoder: RFC 9112 7.1 ---------------------------- */
+
+static void test_strict_chunked_accepts_the_grammar(void **state)
+{
+    (void)state;
+    /* CHUNKED_BODY: extensions with token and quoted values, a quoted ';', trailers */
+    expect_chunked_mode(CHUNKED_BODY, CHUNKED_PAYLOAD, true);
+    expect_chunked_mode("5;a;b=c;d=\"q \\\"x\\\\\"\r\nhello\r\n0\r\n\r\n", "hello", true);
+    expect_chunked_mode("5;a=\"\xc3\xa9\"\r\nhello\r\n0\r\nX-T: a\tb\r\n\r\n", "hello", true);
+    expect_chunked_mode("0\r\n\r\n", "", true);
+}
+
+static void test_strict_chunked_refusals(void **state)
+{
+    (void)state;
+    /* whitespace or control bytes in the size line (RFC 9112 7.1) */
+    expect_chunked_error_mode("5 \r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5\t\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode(" 5\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5 ;a\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5\x01\r\nhello\r\n0\r\n\r\n", "", true);
+    /* extensions that are not ;token[=token|quoted-string] (RFC 9112 7.1.1) */
+    expect_chunked_error_mode("5; a\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a =b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a= b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;=b\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=b=c\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\"x\"y\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\"x\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=\"\\\x01\"\r\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a(b)\r\nhello\r\n0\r\n\r\n", "", true);
+    /* bare LF as a line end anywhere in the framing (RFC 9112 7.1, 2.2) */
+    expect_chunked_error_mode("5\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5;a=b\nhello\r\n0\r\n\r\n", "", true);
+    expect_chunked_error_mode("5\r\nhello\n0\r\n\r\n", "hello", true);
+    expect_chunked_error_mode("5\r\nhello\r\n0\n\r\n", "hello", true);
+    expect_chunked_error_mode("5\r\nhello\r\n0\r\n\n", "hello", true);
+    expect_chunked_error_mode("0\r\nA: 1\n\r\n", "", true);
+    /* control bytes in a trailer line */
+    expect_chunked_error_mode("0\r\nA: \x01\r\n\r\n", "", true);
+    /* the lenient decoder (upstream side) still takes them */
+    expect_chunked("5 ;a b\nhello\n0\n\n", "hello");
+}
+
+static void test_strict_chunked_caps_extension_bytes(void **state)
+{
+    (void)state;
+    static char body[2 * HTTP1_CHUNK_FRAMING_MAX + 64];
+    size_t n = 0;
+    memcpy(body, "1;a=", 4);
+    n = 4;
+    while (n < HTTP1_CHUNK_FRAMING_MAX + 8)
+        body[n++] = 'x';
+    memcpy(body + n, "\r\nx\r\n0\r\n\r\n", 11);
+    struct http1_chunked c;
+    struct sink s = {.len = 0};
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(feed_all(&c, body, strlen(body), &s), -1);
+    /* just below the cap: fine */
+    body[4 + HTTP1_CHUNK_FRAMING_MAX - 8] = '\0';
+    size_t len = strlen(body);
+    memcpy(body + len, "\r\nx\r\n0\r\n\r\n", 11);
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    s.len = 0;
+    assert_int_equal(feed_all(&c, body, strlen(body), &s), (ssize_t)strlen(body));
+    assert_true(http1_chunked_done(&c));
+}
+
+/* ---- request heads and their framing rules (RFC 9112 3.2, 6.1, 6.3) ---------------------- */
+
+/* Parses `head` (CRLF lines, ending in an empty line) and applies the framing rules. */
+static const char *framing_of(const char *head, struct http1_framing *f, char *target_out,
+                              size_t target_size)
+{
+    static char buf[2048];
+    struct http1_request r;
+    size_t len = strlen(head);
+    assert_true(len < sizeof(buf));
+    memcpy(buf, head, len + 1);
+    assert_int_equal(http1_head_end(buf, len, 0), len);
+    if (http1_parse_request_head(buf, len, &r) != 0)
+        fail_msg("head not parsed: %s", head);
+    const char *why = http1_request_framing(&r, f);
+    if (target_out)
+        snprintf(target_out, target_size, "%s", r.target);
+    return why;
+}
+
+static void expect_framing_refused(const char *head, const char *rule)
+{
+    struct http1_framing f;
+    const char *why = framing_of(head, &f, NULL, 0);
+    if (!why)
+        fail_msg("accepted: %s", head);
+    if (!strstr(why, rule))
+        fail_msg("refused for '%s', expected '%s': %s", why, rule, head);
+}
+
+static void test_request_framing_accepts(void **state)
+{
+    (void)state;
+    struct http1_framing f;
+    char target[256];
+    assert_null(framing_of("POST /mcp HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n"
+                           "Content-Length: 5\r\n\r\n",
+                           &f, target, sizeof(target)));
+    assert_true(f.has_length);
+    assert_int_equal(f.length, 5);
+    assert_false(f.chunked);
+    assert_string_equal(f.host, "a.example");
+    assert_null(
+        framing_of("POST /mcp HTTP/1.1\r\nHost: [::1]:8080\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                   &f, target, sizeof(target)));
+    assert_true(f.chunked);
+    assert_null(framing_of("GET /mcp HTTP/1.0\r\n\r\n", &f, target, sizeof(target)));
+    assert_null(f.host); /* HTTP/1.0 may omit Host */
+    assert_null(framing_of("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &f, target, sizeof(target)));
+    assert_null(framing_of("GET /x HTTP/1.1\r\nHost:\r\n\r\n", &f, target, sizeof(target)));
+    /* absolute-form with the Host's authority: rewritten to origin-form */
+    assert_null(
+        framing_of("POST http://A.example:8080/mcp?x=1 HTTP/1.1\r\nHost: a.example:8080\r\n\r\n",
+                   &f, target, sizeof(target)));
+    assert_string_equal(target, "/mcp?x=1");
+    assert_null(framing_of("GET https://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n", &f, target,
+                           sizeof(target)));
+    assert_string_equal(target, "/");
+    assert_null(framing_of("GET http://a.example?q HTTP/1.1\r\nHost: a.example\r\n\r\n", &f, target,
+                           sizeof(target)));
+    assert_string_equal(target, "/?q");
+}
+
+static void test_request_framing_refusals(void **state)
+{
+    (void)state;
+    expect_framing_refused(
+        "POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "6.3");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", "6.3");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           "6.1");
+    expect_framing_refused(
+        "POST /mcp HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "7");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           "7");
+    /* Transfer-Encoding on HTTP/1.0 (RFC 9112 6.1) */
+    expect_framing_refused("POST /mcp HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           "HTTP/1.0 request (RFC 9112 6.1)");
+    /* Host: missing on 1.1, repeated, malformed (RFC 9112 3.2) */
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "no Host");
+    expect_framing_refused("POST /mcp HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+                           "more than one Host");
+    expect_framing_refused("POST /mcp HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+                           "more than one Host");
+    expect_framing_refused("GET /mcp HTTP/1.1\r\nHost: a b\r\n\r\n", "3.2)");
+    expect_framing_refused("GET /mcp HTTP/1.1\r\nHost: user@a\r\n\r\n", "3.2)");
+    /* absolute-form whose authority is not the Host (RFC 9112 3.2.2) */
+    expect_framing_refused("POST http://evil.example/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                           "3.2.2");
+    expect_framing_refused("POST http://a.example:81/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                           "3.2.2");
+    expect_framing_refused("POST http://u@a.example/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                           "3.2)");
+    expect_framing_refused("POST ftp://a.example/mcp HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2)");
+    expect_framing_refused("POST mcp HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2)");
+    expect_framing_refused("GET * HTTP/1.1\r\nHost: a.example\r\n\r\n", "3.2.4");
+}
+
+/* ---- in-place decoding of a request buffer, and rebasing a parsed head ---------------- */
+
+/* "HEAD" + a chunked body + the next request, fed to http1_chunked_in_place as it arrives
+ * in pieces of `step` bytes: the payload ends up right after the head and the next request
+ * right after the payload, whatever the split. */
+static void check_in_place(size_t step)
+{
+    static const char head[] = "HEAD-BYTES\r\n\r\n";
+    static const char body[] = "5;x=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n";
+    static const char next[] = "GET /next HTTP/1.1\r\n";
+    char input[256], buf[256];
+    size_t hl = strlen(head), in_total;
+    snprintf(input, sizeof(input), "%s%s%s", head, body, next);
+    in_total = strlen(input);
+    memcpy(buf, input, hl);
+    size_t len = hl, decoded = 0, fed = hl;
+    struct http1_chunked c;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    int rc = 0;
+    while (fed < in_total && rc == 0) {
+        size_t n = in_total - fed < step ? in_total - fed : step;
+        memcpy(buf + len, input + fed, n); /* what one read() appends */
+        len += n;
+        fed += n;
+        rc = http1_chunked_in_place(&c, buf, hl, &decoded, &len, 1000);
+        assert_true(rc >= 0);
+        /* framing never stays in the buffer: what is there is head, payload, undecoded rest */
+        assert_int_equal(len, hl + decoded + (len - hl - decoded));
+        assert_memory_equal(buf, head, hl);
+    }
+    if (rc != 1)
+        fail_msg("pieces of %zu: body not complete (rc %d)", step, rc);
+    /* bytes that arrived with the body's end are the next request's, right behind it */
+    memcpy(buf + len, input + fed, in_total - fed);
+    len += in_total - fed;
+    assert_int_equal(decoded, strlen("hello 0123456789"));
+    assert_memory_equal(buf + hl, "hello 0123456789", decoded);
+    assert_int_equal(len, hl + decoded + strlen(next));
+    assert_memory_equal(buf + hl + decoded, next, strlen(next));
+}
+
+static void test_chunked_in_place_any_split(void **state)
+{
+    (void)state;
+    for (size_t step = 1; step <= 80; step++)
+        check_in_place(step);
+}
+
+static void test_chunked_in_place_limits_and_errors(void **state)
+{
+    (void)state;
+    char buf[64];
+    size_t len, decoded;
+    struct http1_chunked c;
+
+    /* payload above max_decoded: -2, before any of it is copied past the limit */
+    memcpy(buf, "H|5\r\nhello\r\n0\r\n\r\n", 18);
+    len = 17, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 4), -2);
+    assert_int_equal(decoded, 0);
+    /* exactly max_decoded: fine */
+    len = 17, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 5), 1);
+    assert_int_equal(len, 7);
+    assert_memory_equal(buf, "H|hello", 7);
+    /* broken framing: -1 */
+    memcpy(buf, "H|5 \r\nhello\r\n0\r\n\r\n", 19);
+    len = 19, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 100), -1);
+    /* only framing so far: the size line leaves the buffer, nothing decoded yet */
+    memcpy(buf, "H|5;a=b\r\nhe", 11);
+    len = 11, decoded = 0;
+    memset(&c, 0, sizeof(c));
+    c.strict = true;
+    assert_int_equal(http1_chunked_in_place(&c, buf, 2, &decoded, &len, 100), 0);
+    assert_int_equal(decoded, 2);
+    assert_int_equal(len, 4);
+    assert_memory_equal(buf, "H|he", 4);
+}
+
+static void test_request_offsets_survive_a_moved_buffer(void **state)
+{
+    (void)state;
+    const char text[] = "POST /mcp HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nContent-Length: 5\r\n\r\n";
+    size_t len = strlen(text);
+    char *buf = malloc(len);
+    assert_non_null(buf);
+    memcpy(buf, text, len);
+    struct http1_request r;
+    assert_int_equal(http1_parse_request_head(buf, len, &r), 0);
+    struct http1_request_offsets o;
+    http1_request_offsets_save(&r, buf, &o);
+    /* a new buffer at another address, with the old one gone (ASan: no use after free) */
+    char *moved = malloc(len + 4096);
+    assert_non_null(moved);
+    memcpy(moved, buf, len);
+    free(buf);
+    http1_request_offsets_restore(&r, moved, &o);
+    assert_ptr_equal(r.method, moved);
+    assert_string_equal(r.method, "POST");
+    assert_string_equal(r.target, "/mcp");
+    assert_int_equal(r.n_headers, 3);
+    assert_string_equal(r.headers[1].name, "X-One");
+    assert_string_equal(r.headers[1].value, "1");
+    assert_string_equal(http1_request_header(&r, "content-length"), "5");
+    assert_true(r.headers[2].name > moved && r.headers[2].value < moved + len);
+    free(moved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +708,14 @@ int main(void)
         cmocka_unit_test(test_chunked_byte_by_byte),
         cmocka_unit_test(test_chunked_variants),
         cmocka_unit_test(test_chunked_errors),
+        cmocka_unit_test(test_strict_chunked_accepts_the_grammar),
+        cmocka_unit_test(test_strict_chunked_refusals),
+        cmocka_unit_test(test_strict_chunked_caps_extension_bytes),
+        cmocka_unit_test(test_request_framing_accepts),
+        cmocka_unit_test(test_request_framing_refusals),
+        cmocka_unit_test(test_chunked_in_place_any_split),
+        cmocka_unit_test(test_chunked_in_place_limits_and_errors),
+        cmocka_unit_test(test_request_offsets_survive_a_moved_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -374,6 +375,35 @@ static void test_concurrent_mixed(void **state)
     session_map_free(map);
 }
 
+/* Shards are chosen by a keyed hash with a random key per map: a client cannot know which
+ * ids land together, and two processes (maps) lay the same ids out differently. */
+static void test_shards_depend_on_a_random_key(void **state)
+{
+    (void)state;
+    struct session_map *a = session_map_new(1024, 0), *b = session_map_new(1024, 0);
+    char id[32];
+    size_t differ = 0, used_a = 0;
+    bool seen[64] = {false};
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int i = 0; i < 64; i++) {
+        snprintf(id, sizeof(id), "session-%d", i);
+        size_t sa = session_map_shard_index(a, id);
+        assert_int_equal(sa, session_map_shard_index(a, id)); /* stable within a map */
+        assert_true(sa < 64);
+        if (!seen[sa])
+            used_a++;
+        seen[sa] = true;
+        differ += sa != session_map_shard_index(b, id);
+    }
+    /* 64 ids over 16 shards: with a fresh random key each, the layouts differ (all 64 equal
+     * by chance has probability 16^-64), and the ids spread over several shards */
+    assert_true(differ > 0);
+    assert_true(used_a > 4);
+    session_map_free(a);
+    session_map_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_ignored_inputs),
         cmocka_unit_test(test_sharded_capacity_bound),
         cmocka_unit_test(test_concurrent_mixed),
+        cmocka_unit_test(test_shards_depend_on_a_random_key),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

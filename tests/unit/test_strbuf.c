@@ -420,9 +420,29 @@ static void test_put_uint_matches_printf(void **state)
     }
 }
 
+static void test_decimal_write(void **state)
+{
+    static const struct {
+        uint64_t v;
+        const char *want;
+    } cases[] = {
+        {0, "0"}, {7, "7"}, {10, "10"}, {4194304, "4194304"}, {UINT64_MAX, "18446744073709551615"}};
+    char buf[DECIMAL_MAX + 1];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(buf, 'x', sizeof(buf));
+        size_t n = decimal_write(buf, cases[i].v);
+        if (n != strlen(cases[i].want) || memcmp(buf, cases[i].want, n) != 0)
+            fail_msg("decimal_write(%llu): \"%.*s\", expected \"%s\"",
+                     (unsigned long long)cases[i].v, (int)n, buf, cases[i].want);
+        assert_int_equal(buf[n], 'x'); /* nothing written past the digits */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decimal_write),
         cmocka_unit_test(test_put_uint_matches_printf),
         cmocka_unit_test(test_control_chars_escaped),
         cmocka_unit_test(test_quotes_and_backslash),
