@@ -1056,7 +1056,13 @@ test('pseudonymize_key_file_logs_hmac_sha256_of_subject_and_org_stable_across_re
     expectFields(other, { openai_subject: hmac(`${subject}-2`) });
     assert.notEqual(other.openai_subject, first.openai_subject);
     const text = fs.readFileSync(log, 'utf8');
-    assert.equal(text.split('\n').length - 1, 6, 'one line per exchange over three runs');
+    const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    assert.equal(lines.filter((l) => l.msg === 'mcp').length, 6, 'one line per exchange over three runs');
+    // Each run's SIGTERM writes its open conversation, pseudonymized like the exchange lines.
+    for (const c of lines.filter((l) => l.msg === 'conversation')) {
+        assert.equal(c.reason, 'shutdown');
+        if (c.openai_subject !== undefined) assert.match(c.openai_subject, /^hmac-sha256:[0-9a-f]{64}$/);
+    }
     assert.ok(!text.includes(subject.slice(3)) && !text.includes(org.slice(3)), 'a raw id is in the log');
 });
 
@@ -1067,7 +1073,8 @@ test('tool_arguments_headers_query_and_bodies_never_reach_the_log', only, async 
             res.writeHead(200, { 'Content-Type': 'text/event-stream' });
             res.end(`event: message\ndata: {"jsonrpc":"2.0","id":"s","result":{"content":[{"type":"text","text":"${marker}"}]}}\n\n`);
         } else {
-            const out = JSON.stringify({ jsonrpc: '2.0', id: 'j', error: { code: -32602, message: `bad ${marker}`, data: marker } });
+            // The error answers the request's own id: mcpeek logs the error of that answer only.
+            const out = JSON.stringify({ jsonrpc: '2.0', id: JSON.parse(body).id, error: { code: -32602, message: `bad ${marker}`, data: marker } });
             res.writeHead(200, { 'Content-Type': 'application/json', 'X-Echo': marker });
             res.end(out);
         }

@@ -113,7 +113,7 @@ test('tls_sdk_client_over_https_through_mcpeek_to_server_everything', { skip: sk
     await post(proxy.url, rpcBody('plain-1', 'ping', {}));
 
     const lines = await proxy.waitForLogs(1, (l) => l.rpc_id === 'plain-1');
-    const tlsLines = lines.filter((l) => l.rpc_id !== 'plain-1');
+    const tlsLines = lines.filter((l) => l.msg === 'mcp' && l.rpc_id !== 'plain-1');
     for (const method of ['initialize', 'tools/list', 'tools/call']) {
         assert.ok(tlsLines.some((l) => l.rpc_method === method),
             `a log line for ${method}; all lines:\n${fmtLines(lines)}`);

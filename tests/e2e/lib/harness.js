@@ -201,8 +201,9 @@ export async function startMcpeek(t, upstreamUrl, { args = [], logFile, adminPor
         direct: false, cmdline: proc.cmdline, url: new URL(new URL(upstreamUrl).pathname, `http://127.0.0.1:${port}`).href,
         origin: `http://127.0.0.1:${port}`, port, pid: proc.pid, proc, logFile: log,
         logs: readLines,
-        // Waits until pred matches at least n lines; returns all lines.
-        async waitForLogs(n = 1, pred = () => true, timeoutMs = 5000) {
+        // Waits until pred (default: exchange lines) matches at least n lines; returns all
+        // lines, conversation lines ("msg":"conversation") included.
+        async waitForLogs(n = 1, pred = isExchangeLine, timeoutMs = 5000) {
             const deadline = Date.now() + timeoutMs * TIME_SCALE;
             for (;;) {
                 const lines = readLines();
@@ -214,14 +215,15 @@ export async function startMcpeek(t, upstreamUrl, { args = [], logFile, adminPor
                 await sleep(25);
             }
         },
-        // Waits for exactly n lines (and checks no extra line shows up shortly after).
+        // Waits for exactly n exchange lines (and checks no extra one shows up shortly after);
+        // returns them. Conversation lines are not exchanges: see logs().
         async expectLogCount(n, timeoutMs = 5000) {
-            await self.waitForLogs(n, () => true, timeoutMs);
+            await self.waitForLogs(n, isExchangeLine, timeoutMs);
             await sleep(250);
-            const lines = readLines();
+            const lines = readLines().filter(isExchangeLine);
             if (lines.length !== n) {
                 throw new Error(`expected exactly ${n} log lines (one per exchange), got ` +
-                    `${lines.length}:\n${fmtLines(lines)}`);
+                    `${lines.length}:\n${fmtLines(readLines())}`);
             }
             return lines;
         },
@@ -230,6 +232,9 @@ export async function startMcpeek(t, upstreamUrl, { args = [], logFile, adminPor
     };
     return self;
 }
+
+// An exchange's line, as opposed to a conversation's ("msg":"conversation").
+export const isExchangeLine = (l) => l.msg === 'mcp';
 
 export function fmtLines(lines) {
     return lines.map((l, i) => `  [${i}] ${JSON.stringify(l)}`).join('\n') || '  (none)';
