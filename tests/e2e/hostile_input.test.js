@@ -1073,8 +1073,9 @@ test('tool_arguments_headers_query_and_bodies_never_reach_the_log', only, async 
             res.writeHead(200, { 'Content-Type': 'text/event-stream' });
             res.end(`event: message\ndata: {"jsonrpc":"2.0","id":"s","result":{"content":[{"type":"text","text":"${marker}"}]}}\n\n`);
         } else {
-            // The error answers the request's own id: mcpeek logs the error of that answer only.
-            const out = JSON.stringify({ jsonrpc: '2.0', id: JSON.parse(body).id, error: { code: -32602, message: `bad ${marker}`, data: marker } });
+            // The error answers the request's own id. Its code and message are logged
+            // (rpc_error_code, rpc_error_message: the server's own words); its data never is.
+            const out = JSON.stringify({ jsonrpc: '2.0', id: JSON.parse(body).id, error: { code: -32602, message: 'bad arguments', data: marker } });
             res.writeHead(200, { 'Content-Type': 'application/json', 'X-Echo': marker });
             res.end(out);
         }
@@ -1088,7 +1089,7 @@ test('tool_arguments_headers_query_and_bodies_never_reach_the_log', only, async 
     const r2 = await request(`${proxy.url}?sse=1`, { method: 'POST', headers, body });
     assert.ok(r2.text().includes(marker));
     const lines = await proxy.waitForLogs(2);
-    expectFields(lines[0], { tool: 'create_matching_question', rpc_error_code: -32602, path: '/mcp' });
+    expectFields(lines[0], { tool: 'create_matching_question', rpc_error_code: -32602, rpc_error_message: 'bad arguments', path: '/mcp' });
     expectFields(lines[1], { response: 'sse', sse_events: 1 });
     await assertServes(proxy);
     const text = fs.readFileSync(proxy.logFile, 'utf8');

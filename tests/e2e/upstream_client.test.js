@@ -559,6 +559,59 @@ test('upstream_closing_mid_body_cuts_the_client_off_and_logs_upstream_reset', on
     assertCleanLine(lines[2], 3);
 });
 
+test('short_sse_answer_closes_the_client_connection_instead_of_leaving_it_out_of_step', only, async (t) => {
+    // An SSE answer that declares 1000 bytes and sends 13 before closing, and a chunked SSE
+    // answer that ends without its last chunk. The client's keep-alive connection must be
+    // closed after what was relayed: left open, the next answer on it would be read as the
+    // rest of this one (issue 12, defect 2).
+    const up = await startRawUpstream(t, async (sock, req) => {
+        if (req.id === 1) {
+            await writeSlowly(sock, ['HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 1000\r\n\r\n',
+                'data: {"a":1}'], 30);
+            sock.destroy();
+        } else if (req.id === 3) {
+            await writeSlowly(sock, ['HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n',
+                'f\r\ndata: {"a":3}\n\n\r\n'], 30);
+            sock.destroy();
+        } else {
+            sock.write(jsonResponse(req));
+        }
+    });
+    const proxy = await startMcpeek(t, up.url);
+    for (const [cut, next] of [[1, 2], [3, 4]]) {
+        // One client connection: the cut answer, then (if the connection survived) the next.
+        const sock = net.connect(proxy.port, '127.0.0.1');
+        t.after(() => sock.destroy());
+        let raw = '';
+        let closed = false;
+        sock.on('data', (d) => { raw += d.toString('latin1'); });
+        sock.on('close', () => { closed = true; });
+        sock.on('error', () => {});
+        const req = (id) => {
+            const body = rpcBody(id);
+            return `POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${proxy.port}\r\nContent-Type: application/json\r\n` +
+                `Accept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+        };
+        sock.write(req(cut));
+        const deadline = Date.now() + 5000 * TIME_SCALE;
+        while (!closed && Date.now() < deadline) await sleep(20);
+        assert.ok(closed, `request ${cut}: the client connection stayed open after a cut answer; got ${JSON.stringify(raw)}`);
+        assert.match(raw, /^HTTP\/1\.1 200 /, `request ${cut}: the head was relayed`);
+        assert.ok(raw.includes(`data: {"a":${cut}}`), `request ${cut}: the bytes before the cut were relayed`);
+        if (/\r\ntransfer-encoding: chunked/i.test(raw)) {
+            assert.doesNotMatch(raw, /\r\n0\r\n\r\n$/, `request ${cut}: the cut answer ends like a complete one`);
+        }
+        assertAnswer(await post(proxy, next), next);
+    }
+    const lines = await proxy.expectLogCount(4);
+    for (const [i, id] of [[0, 1], [2, 3]]) {
+        expectFields(lines[i], { status: 200, rpc_id: id, response: 'sse', error: 'upstream_reset', level: 'warn' },
+            `log line of cut answer ${id}`);
+    }
+    assertCleanLine(lines[1], 2);
+    assertCleanLine(lines[3], 4);
+});
+
 test('response_head_over_64_kib_gets_502_and_one_just_under_passes', only, async (t) => {
     // 97 padding headers of 600 bytes (99 with the other two; the limit is 100): ~58 KiB,
     // the read buffer grows twice.
