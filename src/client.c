@@ -884,7 +884,15 @@ static void client_flush(struct client *c)
         client_timer_off(c);
     if (c->watch_drain && c->ops) {
         c->watch_drain = false;
+        /* The exchange resumes its upstream, and libcurl may hand over the bytes it held at
+         * once: more output, maybe even the end of the response. Write that first. */
         c->ops->drained(c->arg);
+        if (c->fd < 0)
+            return;
+        if (c->out_off < c->out_len) {
+            client_schedule_flush(c);
+            return;
+        }
     }
     if (c->state == CLIENT_LAST_WRITE) {
         client_close(c);
