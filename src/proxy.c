@@ -28,6 +28,8 @@
 
 /* Pause reading the upstream while this much waits in the client's output. */
 #define CLIENT_HIGH_WATER (256 * 1024)
+/* Bodies above this make libcurl ask for 100 Continue (its EXPECT_100_THRESHOLD, 1 MiB). */
+#define PROXY_CURL_EXPECT_THRESHOLD (1024 * 1024)
 /* Ended exchanges kept per worker for reuse, and the largest buffer a kept one may hold. */
 #define PROXY_SPARE_EXCHANGES 256
 #define PROXY_SPARE_BUFFER_MAX (8 * 1024)
@@ -521,9 +523,11 @@ static int build_request(struct exchange *ex, const struct http1_request *in, co
         put_header(h, "X-Forwarded-Host", 16, host, strlen(host));
     if (!accept)
         put_header(h, "Accept", 6, "", 0);
-    if (!content_type)
-        put_header(h, "Content-Type", 12, "", 0);
-    put_header(h, "Expect", 6, "", 0);
+    bool body = ex->bytes_in > 0 || method_has_body(ex->method);
+    if (!content_type && body)
+        put_header(h, "Content-Type", 12, "", 0); /* libcurl would say it is a form */
+    if (ex->bytes_in > PROXY_CURL_EXPECT_THRESHOLD)
+        put_header(h, "Expect", 6, "", 0); /* libcurl would wait for 100 Continue */
     if (h->oom)
         return -1;
     ex->call.url = h->data;

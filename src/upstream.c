@@ -66,6 +66,7 @@ struct upstream_handle {
     struct upstream_handle *next;     /* free list, or up->cancelled */
     unsigned long configured;         /* serial of the target whose settings are applied */
     struct strbuf head;               /* header lines of the response being read */
+    struct strbuf url;                /* CURLOPT_URL last set (libcurl keeps its own copy) */
     char errbuf[CURL_ERROR_SIZE];     /* libcurl's words for the last failure */
     const struct upstream_target *tg; /* of the running call (diagnostics) */
     unsigned attempts;                /* requests libcurl started for this call */
@@ -310,6 +311,7 @@ static void handle_destroy(struct upstream_handle *h)
 {
     curl_easy_cleanup(h->easy);
     strbuf_free(&h->head);
+    strbuf_free(&h->url);
     free(h);
 }
 
@@ -521,6 +523,7 @@ static int handle_configure(struct upstream_handle *h, const struct upstream_tar
     const struct mcpeek_config *cfg = t->cfg;
     CURL *e = h->easy;
     curl_easy_reset(e);
+    strbuf_reset(&h->url); /* the reset forgot the URL too */
     long http_version = cfg->upstream_http2 == UPSTREAM_HTTP2_ON ? CURL_HTTP_VERSION_2TLS
                         : cfg->upstream_http2 == UPSTREAM_HTTP2_PRIOR_KNOWLEDGE
                             ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
@@ -554,6 +557,9 @@ static int handle_configure(struct upstream_handle *h, const struct upstream_tar
     SET(CURLOPT_CLOSESOCKETDATA, (void *)h->up);
     SET(CURLOPT_BUFFERSIZE, (long)cfg->upstream_buffer_size);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* No proxy between mcpeek and its upstream: an http_proxy in mcpeek's environment is
+     * not followed (and libcurl does not look it up for every transfer). */
+    SET(CURLOPT_PROXY, "");
     SET(CURLOPT_HTTP_VERSION, http_version);
     SET(CURLOPT_PIPEWAIT, cfg->upstream_http2 != UPSTREAM_HTTP2_OFF && !h2c_one_shot ? 1L : 0L);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
@@ -598,6 +604,7 @@ static struct upstream_handle *handle_get(struct upstream *up, const struct upst
             return NULL;
         h->up = up;
         strbuf_init(&h->head);
+        strbuf_init(&h->url);
         if (!(h->easy = curl_easy_init())) {
             free(h);
             return NULL;
@@ -624,10 +631,19 @@ static bool method_is(const char *method, const char *name)
 }
 
 /* The request's method and body on a handle that may have served any other request. */
-static CURLcode set_request(CURL *e, const struct upstream_call *call)
+static CURLcode set_request(struct upstream_handle *h, const struct upstream_call *call)
 {
+    CURL *e = h->easy;
     const char *m = call->method;
-    CURLcode rc = curl_easy_setopt(e, CURLOPT_URL, call->url);
+    CURLcode rc = CURLE_OK;
+    /* Most requests go to the same URL: setting it again would copy it again. */
+    if (!h->url.data || strcmp(h->url.data, call->url) != 0) {
+        strbuf_reset(&h->url);
+        strbuf_puts(&h->url, call->url);
+        rc = h->url.oom ? CURLE_OUT_OF_MEMORY : curl_easy_setopt(e, CURLOPT_URL, call->url);
+        if (rc != CURLE_OK)
+            strbuf_reset(&h->url);
+    }
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
     if (rc != CURLE_OK)
@@ -659,12 +675,13 @@ static void start_handle(struct upstream *up, const struct upstream_target *t,
         if (probe) {
             /* Connect, then close: a probe's connection is of no use to anyone after. */
             curl_easy_setopt(h->easy, CURLOPT_URL, t->origin);
+            strbuf_reset(&h->url);
             curl_easy_setopt(h->easy, CURLOPT_FORBID_REUSE, 1L);
             rc = curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 1L);
             h->retry_ok = true;
         } else {
             curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 0L);
-            rc = set_request(h->easy, call);
+            rc = set_request(h, call);
             h->retry_ok = method_is(call->method, "GET") || method_is(call->method, "HEAD") ||
                           method_is(call->method, "OPTIONS") || method_is(call->method, "DELETE");
         }
