@@ -119,7 +119,7 @@ static const struct config_key config_keys[] = {
         "idle upstream connections each worker keeps for reuse; 0 = a new one per request"),
     KEY("upstream_keepalive_timeout", upstream_keepalive_timeout_ms, KT_DURATION, 0, "4s", 1,
         DURATION_MAX_MS, "an upstream connection idle this long is not reused (whole seconds)"),
-    KEY("upstream_buffer_size", upstream_buffer_size, KT_BYTES, 0, "16k", KIB, 512 * KIB,
+    KEY("upstream_buffer_size", upstream_buffer_size, KT_BYTES, 0, "4k", KIB, 512 * KIB,
         "receive buffer of each upstream transfer (one per open stream)"),
     KEY("upstream_unix_socket", upstream_unix_socket, KT_SOCKET_PATH, KF_OFF, NULL, 0, 0,
         "reach the upstream through this Unix socket instead of TCP; the URL still names it"),

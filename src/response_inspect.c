@@ -13,11 +13,14 @@
 
 #include "mcpeek/openai_meta.h"
 
-/* Answers without any of these byte strings hold nothing the inspector reports. */
+/* What the inspector reports all carries an "id" (an answer to the request, a request of the
+ * server's): texts without one, such as progress notifications, and texts without any of
+ * the other byte strings, are not parsed at all. */
 static bool inspect_worth_parsing(const char *s, size_t len)
 {
-    return memmem(s, len, "\"error\"", 7) != NULL || memmem(s, len, "\"isError\"", 9) != NULL ||
-           memmem(s, len, "\"method\"", 8) != NULL;
+    return memmem(s, len, "\"id\"", 4) != NULL &&
+           (memmem(s, len, "\"error\"", 7) != NULL || memmem(s, len, "\"isError\"", 9) != NULL ||
+            memmem(s, len, "\"method\"", 8) != NULL);
 }
 
 static bool inspect_id_matches(const struct response_inspect *ri, const json_t *id)

@@ -67,7 +67,7 @@ struct mcpeek_config {
     char *upstream_ca_file;
     char *upstream_tls_cert;
     char *upstream_tls_key;
-    size_t upstream_buffer_size;        /* libcurl's receive buffer per transfer; 16 KiB */
+    size_t upstream_buffer_size;        /* libcurl's receive buffer per transfer; 4 KiB */
     char *upstream_unix_socket;         /* NULL = TCP to the URL's host and port */
     uint32_t upstream_dns_ttl_ms;       /* 60 s: how long a resolved address is used */
     enum upstream_http2 upstream_http2; /* off */

@@ -380,7 +380,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->upstream_response_timeout_ms, 60000);
     assert_int_equal(cfg->upstream_keepalive, 128);
     assert_int_equal(cfg->upstream_keepalive_timeout_ms, 4000);
-    assert_int_equal(cfg->upstream_buffer_size, 16 * 1024);
+    assert_int_equal(cfg->upstream_buffer_size, 4 * 1024);
     assert_null(cfg->upstream_unix_socket);
     assert_int_equal(cfg->upstream_dns_ttl_ms, 60000);
     assert_int_equal(cfg->upstream_http2, UPSTREAM_HTTP2_OFF);
@@ -447,7 +447,7 @@ static void test_every_key_from_file(void **state)
              "upstream_response_timeout 2m\n"
              "upstream_keepalive 0\n"
              "upstream_keepalive_timeout 5s\n"
-             "upstream_buffer_size 4k\n"
+             "upstream_buffer_size 8k\n"
              "upstream_unix_socket /run/mcp/server.sock\n"
              "upstream_dns_ttl 5s\n"
              "upstream_http2 prior-knowledge\n"
@@ -497,7 +497,7 @@ static void test_every_key_from_file(void **state)
     assert_int_equal(cfg->upstream_response_timeout_ms, 120000);
     assert_int_equal(cfg->upstream_keepalive, 0);
     assert_int_equal(cfg->upstream_keepalive_timeout_ms, 5000);
-    assert_int_equal(cfg->upstream_buffer_size, 4096);
+    assert_int_equal(cfg->upstream_buffer_size, 8192);
     assert_string_equal(cfg->upstream_unix_socket, "/run/mcp/server.sock");
     assert_int_equal(cfg->upstream_dns_ttl_ms, 5000);
     assert_int_equal(cfg->upstream_http2, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE);
