@@ -22,6 +22,7 @@
 #include "mcpeek/http1.h"
 #include "mcpeek/jsonrpc.h"
 #include "mcpeek/ratelimit.h"
+#include "mcpeek/rendezvous.h"
 #include "mcpeek/response_inspect.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
@@ -39,9 +40,10 @@ struct exchange {
     struct exchange *next, *prev; /* worker->live list */
 
     struct upstream_call call;
-    bool calling;               /* `call` is running */
-    struct strbuf req_head;     /* URL, then each header line sent upstream, NUL separated */
-    struct curl_slist *req_hdr; /* libcurl's list over the lines of req_head, owned */
+    struct upstream_target *target; /* where it goes (one of gen->targets), NULL before */
+    bool calling;                   /* `call` is running */
+    struct strbuf req_head;         /* URL, then each header line sent upstream, NUL separated */
+    struct curl_slist *req_hdr;     /* libcurl's list over the lines of req_head, owned */
     size_t req_hdr_cap;
     struct event *timer; /* response timeout, then stream idle timeout */
 
@@ -358,6 +360,13 @@ static void on_upstream_done(void *arg, bool ok, enum upstream_error_kind kind)
     }
     ex->error = upstream_error_name(kind);
     metrics_upstream_error(ex->w->metrics, kind);
+    /* Passive health: the upstream is unreachable (not merely slow or wrong), so new sessions
+     * avoid it for upstream_fail_timeout. */
+    if (kind == UPSTREAM_ERR_CONNECT || kind == UPSTREAM_ERR_DNS || kind == UPSTREAM_ERR_RESET ||
+        (kind == UPSTREAM_ERR_TIMEOUT && !ex->headers_sent)) {
+        upstream_target_mark_down(ex->target, worker_now_ms());
+        metrics_upstream_failure(ex->w->metrics, ex->target->metrics_slot);
+    }
     if (!ex->headers_sent) {
         bool timeout = kind == UPSTREAM_ERR_TIMEOUT;
         send_rpc_error(ex, timeout ? 504 : 502, -32000,
@@ -416,16 +425,16 @@ static bool method_has_body(const char *method)
  * query appended), every other path goes to the upstream's origin unchanged. */
 static void put_request_url(struct strbuf *h, struct exchange *ex, const char *uri)
 {
-    const struct generation *gen = ex->gen;
+    const struct upstream_target *t = ex->target;
     const char *query = strchr(uri, '?');
-    strbuf_puts(h, gen->target.origin);
-    if (strcmp(ex->path, gen->cfg->mcp_path) != 0) {
+    strbuf_puts(h, t->origin);
+    if (strcmp(ex->path, ex->gen->cfg->mcp_path) != 0) {
         strbuf_puts(h, uri);
         return;
     }
-    strbuf_puts(h, gen->target.path);
+    strbuf_puts(h, t->path);
     if (query) {
-        strbuf_append(h, strchr(gen->target.path, '?') ? "&" : "?", 1);
+        strbuf_append(h, strchr(t->path, '?') ? "&" : "?", 1);
         strbuf_puts(h, query + 1);
     }
 }
@@ -482,7 +491,7 @@ static int build_request(struct exchange *ex, const struct http1_request *in, co
     size_t url_len = h->len;
     strbuf_append(h, "", 1);
     const char *host_value =
-        cfg->upstream_host_header ? cfg->upstream_host_header : ex->gen->target.authority;
+        cfg->upstream_host_header ? cfg->upstream_host_header : ex->target->authority;
     put_header(h, "Host", 4, host_value, strlen(host_value));
     for (size_t i = 0; i < in->n_headers; i++) {
         const char *name = in->headers[i].name, *value = in->headers[i].value;
@@ -549,7 +558,8 @@ static void start_upstream(struct exchange *ex, const char *body, size_t body_le
     ex->calling = true;
     ex->sent_ns = worker_now_ns();
     set_timer(ex, cfg->upstream_response_timeout_ms);
-    upstream_start(ex->w->upstream, &ex->gen->target, &ex->call);
+    metrics_upstream_request(ex->w->metrics, ex->target->metrics_slot);
+    upstream_start(ex->w->upstream, ex->target, &ex->call);
 }
 
 /* ---- the exchange ------------------------------------------------------------------- */
@@ -596,6 +606,7 @@ static void exchange_log(struct exchange *ex)
                                                                          : ex->kind,
         .error = ex->error,
         .rate_limit = ex->rate_limit,
+        .upstream = ex->target ? ex->target->origin : NULL,
         .session_openai = ex->session_ctx,
     };
     if (ex->has_rpc_error) {
@@ -624,6 +635,11 @@ static void remember_session(struct exchange *ex)
         session_map_remove(map, ex->session_id);
     else if (ex->response_has_session && ex->rpc.openai)
         session_map_put(map, ex->session_id, ex->rpc.openai, worker_now_ms());
+    /* the session lives on the upstream that issued it: its later requests go there */
+    if (ex->response_has_session && ex->target && ex->gen->n_targets > 1 &&
+        ex->gen->cfg->upstream_affinity && ex->status >= 200 && ex->status < 300)
+        session_map_put_upstream(map, ex->session_id, ex->gen->nodes[ex->target->index].id,
+                                 worker_now_ms());
 }
 
 /* Ended exchanges are kept per worker (with their timer and buffers) for the next request:
@@ -855,6 +871,62 @@ static bool strict_rejects(struct exchange *ex)
     return false;
 }
 
+/* The upstream of a request that belongs to no known session: rendezvous hashing on the
+ * session id, else openai/session, else the client address, among the upstreams that are up
+ * (among all when none is). */
+static struct upstream_target *route_by_hash(struct exchange *ex, const bool *up, bool any_up)
+{
+    const struct generation *gen = ex->gen;
+    const char *key = ex->client_ip;
+    if (ex->session_id)
+        key = ex->session_id;
+    else if (ex->rpc.openai && ex->rpc.openai->session_id)
+        key = ex->rpc.openai->session_id;
+    int i = rendezvous_pick(gen->nodes, gen->n_targets, any_up ? up : NULL,
+                            rendezvous_id(key, strlen(key)));
+    return &gen->targets[i < 0 ? 0 : i];
+}
+
+/* Chooses ex->target. One upstream: that one, with no lookup. Several: a known session goes
+ * to the upstream that issued it, and when that one is down the session is lost: 404 with
+ * "session not found", which makes an MCP client start a new session (MCP transport spec),
+ * and that one lands on a live upstream. Returns false when it answered. */
+static bool route(struct exchange *ex)
+{
+    const struct generation *gen = ex->gen;
+    if (gen->n_targets == 1) {
+        ex->target = &gen->targets[0];
+        return true;
+    }
+    uint64_t now = worker_now_ms();
+    bool up[CONFIG_UPSTREAM_MAX], any_up = false;
+    for (size_t i = 0; i < gen->n_targets; i++) {
+        up[i] = upstream_target_is_up(&gen->targets[i], now);
+        any_up |= up[i];
+    }
+    uint64_t owner = 0;
+    if (ex->session_id && gen->cfg->upstream_affinity)
+        owner = session_map_upstream(ex->w->shared->sessions, ex->session_id, now);
+    if (owner == 0) {
+        ex->target = route_by_hash(ex, up, any_up);
+        return true;
+    }
+    for (size_t i = 0; i < gen->n_targets; i++) {
+        if (gen->nodes[i].id != owner)
+            continue;
+        ex->target = &gen->targets[i];
+        if (up[i])
+            return true;
+        break;
+    }
+    /* its upstream is down, or no longer configured: the session is gone with it */
+    ex->error = "session_upstream_down";
+    if (ex->target)
+        metrics_upstream_session_lost(ex->w->metrics, ex->target->metrics_slot);
+    send_rpc_error(ex, 404, -32001, "Session not found");
+    return false;
+}
+
 void proxy_handle_request(struct worker *w, struct client *c, const struct http1_request *req,
                           const char *method, const char *body, size_t body_len)
 {
@@ -903,7 +975,7 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
         else
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
     }
-    if (rate_limited(ex, req)) {
+    if (rate_limited(ex, req) || !route(ex)) {
         exchange_finish(ex);
         return;
     }
