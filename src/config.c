@@ -7,6 +7,7 @@
  * `PATH:LINE: message` in the caller's error buffer, and the generation is then discarded.
  */
 #include "mcpeek/config.h"
+#include "mcpeek/shared_state.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,6 +46,7 @@ enum key_type {
     KT_SOCKET_PATH,   /* absolute path of a Unix socket; need not exist yet */
     KT_HTTP2,         /* off|on|prior-knowledge */
     KT_RATE_LIMIT,    /* SCOPE N/s|N/m [burst N]; may repeat, each line adds a rule */
+    KT_REDIS_URL,     /* redis://HOST:PORT[/DB] */
 };
 
 #define KF_RESTART 1u /* only takes effect after a restart, not on SIGHUP */
@@ -172,6 +174,11 @@ static const struct config_key config_keys[] = {
         DURATION_MAX_MS, "a conversation without a request for this long ends (reason idle)"),
     KEY("conversation_max", conversation_max, KT_COUNT, KF_RESTART, "100000", 1, UINT32_MAX,
         "open conversations tracked; when full the least recently active one ends"),
+    /* shared state */
+    KEY("shared_state", shared_state, KT_REDIS_URL, KF_RESTART | KF_OFF, NULL, 0, 0,
+        "Redis shared by several mcpeek instances (sessions, rate limits); unset = in-process"),
+    KEY("shared_state_timeout", shared_state_timeout_ms, KT_DURATION, 0, "5ms", 1, 10 * SEC,
+        "longest a request waits for Redis before using local state"),
 };
 /* clang-format on */
 
@@ -202,6 +209,7 @@ static const struct {
     [KT_TLS_VERSION] = {"TLSv1.2|TLSv1.3", "expected TLSv1.2 or TLSv1.3"},
     [KT_SOCKET_PATH] = {"PATH", "expected an absolute path shorter than 108 bytes"},
     [KT_HTTP2] = {"off|on|prior-knowledge", "expected off, on or prior-knowledge"},
+    [KT_REDIS_URL] = {"redis://HOST:PORT[/DB]", "expected redis://HOST:PORT[/DB]"},
     [KT_RATE_LIMIT] = {"SCOPE N/s|N/m[ burst N]",
                        "expected SCOPE RATE [burst N] like openai_subject 10/s burst 20"},
 };
@@ -1075,6 +1083,17 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
             return -1;
         }
         return config_set_string(b, k, v);
+    case KT_REDIS_URL: {
+        char rhost[256];
+        unsigned rport, rdb;
+        if ((k->flags & KF_OFF) && strcasecmp(v, "off") == 0)
+            return config_set_string(b, k, NULL);
+        if (shared_state_parse_url(v, rhost, sizeof rhost, &rport, &rdb, &why) < 0) {
+            config_bad_value(b, k, v, why);
+            return -1;
+        }
+        return config_set_string(b, k, v);
+    }
     case KT_HTTP2:
         if (!config_word(v, http2_modes, 3, &idx)) {
             config_bad_value(b, k, v, config_types[k->type].expected);
@@ -1500,6 +1519,7 @@ void config_free(struct mcpeek_config *cfg)
         case KT_LOG_FILE:
         case KT_TLS_VERSION:
         case KT_SOCKET_PATH:
+        case KT_REDIS_URL:
             free(*(char **)config_member(cfg, k));
             break;
         default:
@@ -1692,6 +1712,7 @@ static bool config_key_equal(const struct config_key *k, const struct mcpeek_con
     case KT_LOG_FILE:
     case KT_TLS_VERSION:
     case KT_SOCKET_PATH:
+    case KT_REDIS_URL:
         return config_str_equal(*(char *const *)config_cmember(a, k),
                                 *(char *const *)config_cmember(b, k));
     default:

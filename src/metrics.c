@@ -113,6 +113,7 @@ struct worker_metrics {
     _Atomic uint64_t upstream_requests[METRICS_UPSTREAM_MAX]; /* by upstream slot */
     _Atomic uint64_t upstream_failures[METRICS_UPSTREAM_MAX];
     _Atomic uint64_t upstream_session_lost[METRICS_UPSTREAM_MAX];
+    _Atomic uint64_t shared_state_errors[SHARED_STATE_ERR_KIND_COUNT];
 };
 
 struct metrics {
@@ -126,6 +127,7 @@ struct metrics {
      * is written once before n_upstreams is raised past it (release), never changed. */
     char upstream_names[METRICS_UPSTREAM_MAX][METRICS_UPSTREAM_NAME_MAX];
     _Atomic unsigned n_upstreams;
+    _Atomic int shared_state_connected; /* workers whose Redis connection is up */
 };
 
 /* ---- counting ---------------------------------------------------------------------------- */
@@ -592,6 +594,18 @@ void metrics_upstream_session_lost(struct worker_metrics *wm, unsigned slot)
         metrics_add(&wm->upstream_session_lost[slot], 1);
 }
 
+void metrics_shared_state_error(struct worker_metrics *wm, enum shared_state_error kind)
+{
+    if (wm && (unsigned)kind < SHARED_STATE_ERR_KIND_COUNT)
+        metrics_add(&wm->shared_state_errors[kind], 1);
+}
+
+void metrics_shared_state_connected(struct metrics *m, int delta)
+{
+    if (m)
+        atomic_fetch_add_explicit(&m->shared_state_connected, delta, memory_order_relaxed);
+}
+
 const char *metrics_upstream_name(struct metrics *m, unsigned slot)
 {
     unsigned n = atomic_load_explicit(&m->n_upstreams, memory_order_acquire);
@@ -958,6 +972,20 @@ void metrics_render(struct metrics *m, struct strbuf *out)
     }
 
     metrics_render_upstreams(m, out);
+
+    static const char *const shared_kinds[SHARED_STATE_ERR_KIND_COUNT] = {"unavailable", "timeout",
+                                                                          "reply", "disconnect"};
+    metrics_put_header(out, "mcpeek_shared_state_errors_total", "counter",
+                       "Redis (shared_state) operations that fell back to local state, by cause.");
+    for (int k = 0; k < SHARED_STATE_ERR_KIND_COUNT; k++)
+        strbuf_printf(out, "mcpeek_shared_state_errors_total{kind=\"%s\"} %" PRIu64 "\n",
+                      shared_kinds[k],
+                      metrics_sum(m, offsetof(struct worker_metrics, shared_state_errors) +
+                                         (size_t)k * sizeof(_Atomic uint64_t)));
+    metrics_put_header(out, "mcpeek_shared_state_connections", "gauge",
+                       "Workers whose Redis (shared_state) connection is up.");
+    strbuf_printf(out, "mcpeek_shared_state_connections %d\n",
+                  atomic_load_explicit(&m->shared_state_connected, memory_order_relaxed));
 
     metrics_put_header(out, "mcpeek_rate_limited_total", "counter",
                        "Requests refused with 429 by a rate_limit line, by the line's scope.");

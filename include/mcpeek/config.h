@@ -105,6 +105,8 @@ struct mcpeek_config {
     size_t n_rate_limits;                  /* at most RATELIMIT_RULES_MAX */
     size_t rate_limit_keys;                /* buckets kept (one table per process); 100000 */
     uint32_t conversation_idle_timeout_ms; /* 30 min */
+    char *shared_state;                    /* "redis://HOST:PORT[/DB]"; NULL = in-process only */
+    uint32_t shared_state_timeout_ms;      /* 5 ms: a Redis lookup waits at most this long */
     size_t conversation_max;               /* open conversations (one table per process) */
 };
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "mcpeek/ratelimit.h"
+#include "mcpeek/shared_state.h"
 #include "mcpeek/strbuf.h"
 
 struct metrics;        /* the registry: all workers' slots + process-wide values */
@@ -71,6 +72,10 @@ const char *metrics_upstream_name(struct metrics *m, unsigned slot);
 void metrics_upstream_request(struct worker_metrics *wm, unsigned slot);
 void metrics_upstream_failure(struct worker_metrics *wm, unsigned slot);
 void metrics_upstream_session_lost(struct worker_metrics *wm, unsigned slot);
+/* a shared_state operation fell back to local state / a worker's Redis connection went up
+ * (+1) or down (-1) */
+void metrics_shared_state_error(struct worker_metrics *wm, enum shared_state_error kind);
+void metrics_shared_state_connected(struct metrics *m, int delta);
 void metrics_config_reload(struct metrics *m, bool success); /* main thread */
 
 /* Appends the whole exposition (text format 0.0.4) to `out`. Safe to call from another
