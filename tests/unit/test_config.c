@@ -1054,6 +1054,20 @@ static void test_upstream_list(void **state)
                      "absolute http:// or https:// URL, optionally weight=N\n");
     expect_buf_error("upstream http://a/mcp\nupstream http://a/mcp weight=2",
                      "F:2: upstream http://a/mcp given twice (first on line 1)\n");
+    /* shared_state: a redis:// URL, restart only; off = unset */
+    cfg = buf_ok("shared_state redis://10.0.0.7:6379/2\nshared_state_timeout 20ms\n");
+    assert_string_equal(cfg->shared_state, "redis://10.0.0.7:6379/2");
+    assert_int_equal(cfg->shared_state_timeout_ms, 20);
+    config_free(cfg);
+    cfg = buf_ok("shared_state off\n");
+    assert_null(cfg->shared_state);
+    assert_int_equal(cfg->shared_state_timeout_ms, 5);
+    config_free(cfg);
+    expect_buf_error("shared_state redis://h:6379/16",
+                     "F:1: invalid value 'redis://h:6379/16' for shared_state: the database must "
+                     "be a number from 0 to 15\n");
+    expect_buf_error("shared_state_timeout 11s", "F:1: invalid value '11s' for "
+                                                 "shared_state_timeout: too large (at most 10s)\n");
     expect_buf_error("upstream_fail_timeout 0",
                      "F:1: invalid value '0' for upstream_fail_timeout: must be at least 1ms\n");
 }
