@@ -369,10 +369,11 @@ static void on_upstream_done(void *arg, bool ok, enum upstream_error_kind kind)
     }
     ex->error = upstream_error_name(kind);
     metrics_upstream_error(ex->w->metrics, kind);
-    /* Passive health: the upstream is unreachable (not merely slow or wrong), so new sessions
-     * avoid it for upstream_fail_timeout. */
-    if (kind == UPSTREAM_ERR_CONNECT || kind == UPSTREAM_ERR_DNS || kind == UPSTREAM_ERR_RESET ||
-        (kind == UPSTREAM_ERR_TIMEOUT && !ex->headers_sent)) {
+    /* Passive health: the upstream is unreachable (not merely slow or wrong: a stream cut
+     * after its answer started says nothing about the server), so new sessions avoid it for
+     * upstream_fail_timeout. */
+    if (kind == UPSTREAM_ERR_CONNECT || kind == UPSTREAM_ERR_DNS ||
+        ((kind == UPSTREAM_ERR_RESET || kind == UPSTREAM_ERR_TIMEOUT) && !ex->headers_sent)) {
         upstream_target_mark_down(ex->target, worker_now_ms());
         metrics_upstream_failure(ex->w->metrics, ex->target->metrics_slot);
     }
