@@ -63,6 +63,8 @@ static void check_shares(const struct rendezvous_node *nodes, size_t n, double t
     for (size_t j = 0; j < n; j++) {
         double want = (double)nodes[j].weight / total_weight;
         double got = (double)count[j] / KEYS;
+        print_message("node %zu weight %u: %d of %d keys (%.2f%%, expected %.2f%%)\n", j,
+                      nodes[j].weight, count[j], KEYS, 100 * got, 100 * want);
         if (got < want - tolerance || got > want + tolerance)
             fail_msg("node %zu (weight %u): share %.4f, expected %.4f +- %.2f", j, nodes[j].weight,
                      got, want, tolerance);
