@@ -1160,7 +1160,7 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
         proxy_continue(ex);
         return;
     }
-    if (rate_limited(ex, bearer_of(req)) || !route(ex)) {
+    if ((cfg->n_rate_limits > 0 && rate_limited(ex, bearer_of(req))) || !route(ex)) {
         exchange_finish(ex);
         return;
     }
