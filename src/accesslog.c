@@ -369,6 +369,7 @@ void accesslog_format(struct strbuf *out, const struct exchange_record *rec,
     accesslog_u64(out, "bytes_in", rec->bytes_in);
     accesslog_u64(out, "bytes_out", rec->bytes_out);
     accesslog_str(out, "tls", rec->tls, cap);
+    accesslog_str(out, "upstream", rec->upstream, cap);
     if (rec->rpc != NULL)
         accesslog_rpc(out, rec->rpc, cap);
     accesslog_str(out, "mcp_session_id", rec->mcp_session_id, cap);

@@ -49,6 +49,17 @@ static void on_probe_done(void *arg, bool ok, enum upstream_error_kind kind)
 
 static const struct upstream_callbacks probe_callbacks = {.done = on_probe_done};
 
+/* The first upstream not marked down (the first one when all are): the one that can make
+ * the instance ready. */
+static const struct upstream_target *probe_target(const struct generation *gen)
+{
+    uint64_t now = worker_now_ms();
+    for (size_t i = 0; i < gen->n_targets; i++)
+        if (upstream_target_is_up(&gen->targets[i], now))
+            return &gen->targets[i];
+    return &gen->targets[0];
+}
+
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -60,7 +71,7 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
         return;
     admin->probe.cb = &probe_callbacks;
     admin->probe.arg = admin;
-    upstream_probe(admin->upstream, &admin->gen->target, &admin->probe);
+    upstream_probe(admin->upstream, probe_target(admin->gen), &admin->probe);
 }
 
 void admin_set_upstream(struct admin *admin, struct generation *gen)
@@ -71,11 +82,36 @@ void admin_set_upstream(struct admin *admin, struct generation *gen)
     on_probe_timer(-1, 0, admin); /* know at once, not one interval later */
 }
 
-/* What /readyz answers: an upstream answer or probe within the readiness window. */
+/* What /readyz answers: an upstream answer or probe within the readiness window, and with
+ * several upstreams at least one not marked down by passive health. */
 static bool upstream_ready(const struct admin *admin)
 {
-    uint64_t last = metrics_upstream_last_ok_ms(admin->metrics);
-    return last != 0 && worker_now_ms() - last <= admin->readiness_window_ms;
+    uint64_t last = metrics_upstream_last_ok_ms(admin->metrics), now = worker_now_ms();
+    if (last == 0 || now - last > admin->readiness_window_ms)
+        return false;
+    if (!admin->gen || admin->gen->n_targets == 1)
+        return true;
+    for (size_t i = 0; i < admin->gen->n_targets; i++)
+        if (upstream_target_is_up(&admin->gen->targets[i], now))
+            return true;
+    return false;
+}
+
+/* mcpeek_upstream_up{upstream}: 1 unless passive health has the upstream marked down. */
+static void render_upstream_up(const struct admin *admin, struct strbuf *out)
+{
+    if (!admin->gen)
+        return;
+    uint64_t now = worker_now_ms();
+    strbuf_puts(out, "# HELP mcpeek_upstream_up 1 unless a connect failure or reset marked the "
+                     "upstream down (for upstream_fail_timeout).\n"
+                     "# TYPE mcpeek_upstream_up gauge\n");
+    for (size_t i = 0; i < admin->gen->n_targets; i++) {
+        const struct upstream_target *t = &admin->gen->targets[i];
+        strbuf_puts(out, "mcpeek_upstream_up{upstream=\"");
+        strbuf_puts(out, metrics_upstream_name(admin->metrics, t->metrics_slot));
+        strbuf_printf(out, "\"} %d\n", upstream_target_is_up(t, now) ? 1 : 0);
+    }
 }
 
 static void reply_text(struct evhttp_request *req, int status, const char *ctype, const char *body,
@@ -110,6 +146,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         strbuf_reset(&admin->scratch);
         metrics_render(admin->metrics, &admin->scratch);
         metrics_render_upstream_ready(&admin->scratch, upstream_ready(admin));
+        render_upstream_up(admin, &admin->scratch);
         reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", admin->scratch.data,
                    admin->scratch.len);
     } else {

@@ -7,6 +7,7 @@
  * `PATH:LINE: message` in the caller's error buffer, and the generation is then discarded.
  */
 #include "mcpeek/config.h"
+#include "mcpeek/shared_state.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +32,7 @@ enum key_type {
     KT_LISTEN,        /* HOST:PORT [tls]; may repeat, each line adds an address */
     KT_HOSTPORT,      /* HOST:PORT */
     KT_URL,           /* absolute http:// or https:// URL */
+    KT_UPSTREAM,      /* URL [weight=N]; may repeat, each line adds an upstream */
     KT_URL_PATH,      /* "/..." */
     KT_HOST,          /* host[:port], sent as a Host header */
     KT_WORKERS,       /* auto | N, stored as int (auto = 0) */
@@ -47,6 +49,7 @@ enum key_type {
     KT_SOCKET_PATH,   /* absolute path of a Unix socket; need not exist yet */
     KT_HTTP2,         /* off|on|prior-knowledge */
     KT_RATE_LIMIT,    /* SCOPE N/s|N/m [burst N]; may repeat, each line adds a rule */
+    KT_REDIS_URL,     /* redis://HOST:PORT[/DB] */
 };
 
 #define KF_RESTART 1u /* only takes effect after a restart, not on SIGHUP */
@@ -107,8 +110,12 @@ static const struct config_key config_keys[] = {
     KEY("auth_tokens_file", auth_tokens_file, KT_FILE, 0, NULL, 0, 0,
         "file of bearer tokens clients must present; unset = no check"),
     /* upstream */
-    KEY("upstream", upstream, KT_URL, 0, "http://127.0.0.1:3000/mcp", 0, 0,
-        "URL of the MCP server requests are forwarded to"),
+    KEY("upstream", upstreams, KT_UPSTREAM, 0, "http://127.0.0.1:3000/mcp", 0, 0,
+        "MCP server URL [weight=N]; repeat for several (sessions spread by rendezvous hash)"),
+    KEY("upstream_fail_timeout", upstream_fail_timeout_ms, KT_DURATION, 0, "10s", 1,
+        DURATION_MAX_MS, "an upstream that failed to connect or reset is skipped this long"),
+    KEY("upstream_affinity", upstream_affinity, KT_BOOL, 0, "on", 0, 0,
+        "several upstreams: a session's requests go to the upstream that issued it"),
     KEY("upstream_host_header", upstream_host_header, KT_HOST, 0, NULL, 0, 0,
         "Host header sent upstream; unset = host of the upstream URL"),
     KEY("upstream_connect_timeout", upstream_connect_timeout_ms, KT_DURATION, 0, "5s", 1,
@@ -172,6 +179,11 @@ static const struct config_key config_keys[] = {
         DURATION_MAX_MS, "a conversation without a request for this long ends (reason idle)"),
     KEY("conversation_max", conversation_max, KT_COUNT, KF_RESTART, "100000", 1, UINT32_MAX,
         "open conversations tracked; when full the least recently active one ends"),
+    /* shared state */
+    KEY("shared_state", shared_state, KT_REDIS_URL, KF_RESTART | KF_OFF, NULL, 0, 0,
+        "Redis shared by several mcpeek instances (sessions, rate limits); unset = in-process"),
+    KEY("shared_state_timeout", shared_state_timeout_ms, KT_DURATION, 0, "5ms", 1, 10 * SEC,
+        "longest a request waits for Redis before using local state"),
 };
 /* clang-format on */
 
@@ -186,6 +198,8 @@ static const struct {
                                       "optionally followed by tls"},
     [KT_HOSTPORT] = {"HOST:PORT", "expected HOST:PORT like 127.0.0.1:9464"},
     [KT_URL] = {"URL", "expected an absolute http:// or https:// URL"},
+    [KT_UPSTREAM] = {"URL[ weight=N]",
+                     "expected an absolute http:// or https:// URL, optionally weight=N"},
     [KT_URL_PATH] = {"PATH", "expected a path starting with '/'"},
     [KT_HOST] = {"HOST[:PORT]", "expected a host name like example.com or example.com:8080"},
     [KT_WORKERS] = {"auto|N", "expected auto or a number of threads"},
@@ -201,6 +215,7 @@ static const struct {
     [KT_TLS_VERSION] = {"TLSv1.2|TLSv1.3", "expected TLSv1.2 or TLSv1.3"},
     [KT_SOCKET_PATH] = {"PATH", "expected an absolute path shorter than 108 bytes"},
     [KT_HTTP2] = {"off|on|prior-knowledge", "expected off, on or prior-knowledge"},
+    [KT_REDIS_URL] = {"redis://HOST:PORT[/DB]", "expected redis://HOST:PORT[/DB]"},
     [KT_RATE_LIMIT] = {"SCOPE N/s|N/m[ burst N]",
                        "expected SCOPE RATE [burst N] like openai_subject 10/s burst 20"},
 };
@@ -232,6 +247,8 @@ struct build {
     bool listen_touched;           /* the current source already replaced the listen list */
     struct src_pos *listen_at;     /* parallel to cfg->listen */
     bool rate_limit_touched;       /* the current source already replaced the rate_limit list */
+    bool upstream_touched;         /* the current source already replaced the upstream list */
+    struct src_pos *upstream_at;   /* parallel to cfg->upstreams */
     struct src_pos *rate_limit_at; /* parallel to cfg->rate_limits */
     struct src_pos key_at[N_KEYS];
     int first_line[N_KEYS]; /* first file line setting the key, for duplicates */
@@ -814,6 +831,84 @@ oom:
     return -1;
 }
 
+static void config_clear_upstreams(struct build *b)
+{
+    struct mcpeek_config *cfg = b->cfg;
+
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        free(cfg->upstreams[i].url);
+    free(cfg->upstreams);
+    free(b->upstream_at);
+    cfg->upstreams = NULL;
+    b->upstream_at = NULL;
+    cfg->n_upstreams = 0;
+}
+
+/* `upstream URL [weight=N]`: the first line of a source replaces the list it inherited (the
+ * default, or the file's lines for `--upstream`), each further line adds one. */
+static int config_set_upstream(struct build *b, const struct config_key *k, char **tok, size_t n,
+                               const char *raw)
+{
+    struct mcpeek_config *cfg = b->cfg;
+    struct upstream_spec *grown;
+    struct src_pos *grown_at;
+    unsigned long long weight = 1;
+    const char *why;
+    char *dup;
+
+    if (n > 2) {
+        config_bad_value(b, k, raw, config_types[KT_UPSTREAM].expected);
+        return -1;
+    }
+    why = config_check_url(tok[0]);
+    if (why != NULL) {
+        config_bad_value(b, k, tok[0], why);
+        return -1;
+    }
+    if (n == 2) {
+        const char *w = tok[1];
+        char *end;
+        if (strncmp(w, "weight=", 7) != 0 || !is_digit(w[7])) {
+            config_bad_value(b, k, raw, config_types[KT_UPSTREAM].expected);
+            return -1;
+        }
+        errno = 0;
+        weight = strtoull(w + 7, &end, 10);
+        if (*end != '\0' || errno != 0 || weight < 1 || weight > CONFIG_UPSTREAM_WEIGHT_MAX) {
+            config_bad_value(b, k, raw, "weight must be a number from 1 to 1000");
+            return -1;
+        }
+    }
+    if (!b->upstream_touched) {
+        config_clear_upstreams(b);
+        b->upstream_touched = true;
+    }
+    if (cfg->n_upstreams == CONFIG_UPSTREAM_MAX) {
+        config_bad_value(b, k, raw, "at most 32 upstream lines");
+        return -1;
+    }
+    grown = realloc(cfg->upstreams, (cfg->n_upstreams + 1) * sizeof *grown);
+    if (grown == NULL)
+        goto oom;
+    cfg->upstreams = grown;
+    grown_at = realloc(b->upstream_at, (cfg->n_upstreams + 1) * sizeof *grown_at);
+    if (grown_at == NULL)
+        goto oom;
+    b->upstream_at = grown_at;
+    dup = strdup(tok[0]);
+    if (dup == NULL)
+        goto oom;
+    cfg->upstreams[cfg->n_upstreams].url = dup;
+    cfg->upstreams[cfg->n_upstreams].weight = (unsigned)weight;
+    b->upstream_at[cfg->n_upstreams] = b->at;
+    cfg->n_upstreams++;
+    return 0;
+
+oom:
+    config_oom(b, k);
+    return -1;
+}
+
 /* Replaces a string member; `value` NULL clears it. */
 static int config_set_string(struct build *b, const struct config_key *k, const char *value)
 {
@@ -868,6 +963,8 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
         return config_set_list(b, k, tok, n);
     if (k->type == KT_RATE_LIMIT)
         return config_set_rate_limit(b, k, tok, n, raw);
+    if (k->type == KT_UPSTREAM)
+        return config_set_upstream(b, k, tok, n, raw);
     if (n != 1) {
         config_bad_value(b, k, raw, config_types[k->type].expected);
         return -1;
@@ -960,6 +1057,17 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
             return -1;
         }
         return config_set_string(b, k, v);
+    case KT_REDIS_URL: {
+        char rhost[256];
+        unsigned rport, rdb;
+        if ((k->flags & KF_OFF) && strcasecmp(v, "off") == 0)
+            return config_set_string(b, k, NULL);
+        if (shared_state_parse_url(v, rhost, sizeof rhost, &rport, &rdb, &why) < 0) {
+            config_bad_value(b, k, v, why);
+            return -1;
+        }
+        return config_set_string(b, k, v);
+    }
     case KT_HTTP2:
         if (!config_word(v, http2_modes, 3, &idx)) {
             config_bad_value(b, k, v, config_types[k->type].expected);
@@ -971,6 +1079,7 @@ static int config_apply(struct build *b, const struct config_key *k, char **tok,
     case KT_ORIGINS:
     case KT_RATE_LIMIT:
     case KT_HOSTS:
+    case KT_UPSTREAM:
         break;
     }
     return -1;
@@ -1086,7 +1195,8 @@ static void config_parse_line(struct build *b, char *line)
         return;
     }
     i = (size_t)(k - config_keys);
-    if (k->type != KT_LISTEN && k->type != KT_RATE_LIMIT && b->first_line[i] != 0) {
+    if (k->type != KT_LISTEN && k->type != KT_RATE_LIMIT && k->type != KT_UPSTREAM &&
+        b->first_line[i] != 0) {
         config_error(b, &b->at, NULL, "duplicate key '%s' (first set on line %d)", k->name,
                      b->first_line[i]);
         return;
@@ -1106,6 +1216,7 @@ static void config_parse_text(struct build *b, const char *buf, size_t len)
     b->at.line = 0;
     b->listen_touched = false;
     b->rate_limit_touched = false;
+    b->upstream_touched = false;
     if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
         p += 3; /* UTF-8 byte order mark some editors write */
 
@@ -1316,9 +1427,34 @@ static void config_check_rate_limits(struct build *b)
     strbuf_free(&line);
 }
 
+/* The same URL twice would be one upstream counted twice: refuse it, like listen. */
+static void config_check_upstreams(struct build *b)
+{
+    const struct config_key *uk = config_key_named("upstream");
+    struct mcpeek_config *cfg = b->cfg;
+
+    if (config_key_failed(b, "upstream"))
+        return;
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cfg->upstreams[i].url, cfg->upstreams[j].url) != 0)
+                continue;
+            if (b->upstream_at[j].kind == SRC_FILE)
+                config_error(b, &b->upstream_at[i], uk,
+                             "upstream %s given twice (first on line %d)", cfg->upstreams[i].url,
+                             b->upstream_at[j].line);
+            else
+                config_error(b, &b->upstream_at[i], uk, "upstream %s given twice",
+                             cfg->upstreams[i].url);
+            break;
+        }
+    }
+}
+
 static void config_check(struct build *b)
 {
     config_check_listen(b);
+    config_check_upstreams(b);
     config_check_rate_limits(b);
     config_check_pair(b, "tls_cert", "tls_key");
     config_check_pair(b, "upstream_tls_cert", "upstream_tls_key");
@@ -1349,6 +1485,11 @@ void config_free(struct mcpeek_config *cfg)
         case KT_RATE_LIMIT:
             free(cfg->rate_limits);
             break;
+        case KT_UPSTREAM:
+            for (size_t j = 0; j < cfg->n_upstreams; j++)
+                free(cfg->upstreams[j].url);
+            free(cfg->upstreams);
+            break;
         case KT_HOSTPORT:
         case KT_URL:
         case KT_URL_PATH:
@@ -1357,6 +1498,7 @@ void config_free(struct mcpeek_config *cfg)
         case KT_LOG_FILE:
         case KT_TLS_VERSION:
         case KT_SOCKET_PATH:
+        case KT_REDIS_URL:
             free(*(char **)config_member(cfg, k));
             break;
         default:
@@ -1379,6 +1521,8 @@ static void config_build_done(struct build *b)
     b->listen_at = NULL;
     free(b->rate_limit_at);
     b->rate_limit_at = NULL;
+    free(b->upstream_at);
+    b->upstream_at = NULL;
 }
 
 /* Allocates a generation holding the defaults. NULL on failure (reported). */
@@ -1393,6 +1537,7 @@ static struct mcpeek_config *config_start(struct build *b)
     b->at.kind = SRC_DEFAULT;
     b->listen_touched = false;
     b->rate_limit_touched = false;
+    b->upstream_touched = false;
     for (size_t i = 0; i < N_KEYS; i++)
         if (config_keys[i].def != NULL)
             config_directive(b, &config_keys[i], config_keys[i].def);
@@ -1405,6 +1550,7 @@ static void config_apply_overrides(struct build *b, const struct cli_args *args)
     b->at.line = 0;
     b->listen_touched = false;
     b->rate_limit_touched = false;
+    b->upstream_touched = false;
     for (size_t i = 0; i < args->n_overrides; i++) {
         const struct config_override *o = &args->overrides[i];
         const struct config_key *k = config_key_named(o->key);
@@ -1528,6 +1674,14 @@ static bool config_key_equal(const struct config_key *k, const struct mcpeek_con
                 return false;
         return true;
     }
+    case KT_UPSTREAM: /* in order: a weight or URL change moves sessions, so it is a change */
+        if (a->n_upstreams != b->n_upstreams)
+            return false;
+        for (size_t i = 0; i < a->n_upstreams; i++)
+            if (a->upstreams[i].weight != b->upstreams[i].weight ||
+                strcmp(a->upstreams[i].url, b->upstreams[i].url) != 0)
+                return false;
+        return true;
     case KT_RATE_LIMIT: /* in order: the first refusing line is the one reported */
         if (a->n_rate_limits != b->n_rate_limits)
             return false;
@@ -1543,6 +1697,7 @@ static bool config_key_equal(const struct config_key *k, const struct mcpeek_con
     case KT_LOG_FILE:
     case KT_TLS_VERSION:
     case KT_SOCKET_PATH:
+    case KT_REDIS_URL:
         return config_str_equal(*(char *const *)config_cmember(a, k),
                                 *(char *const *)config_cmember(b, k));
     default:

@@ -82,8 +82,21 @@ struct generation *generation_new(struct mcpeek_config *cfg, unsigned long numbe
     gen->cfg = cfg;
     atomic_init(&gen->refs, 1);
     gen->number = number;
-    if (upstream_target_init(&gen->target, cfg, errors) < 0)
+    gen->targets = calloc(cfg->n_upstreams, sizeof(*gen->targets));
+    gen->nodes = calloc(cfg->n_upstreams, sizeof(*gen->nodes));
+    if (!gen->targets || !gen->nodes) {
+        strbuf_puts(errors, "out of memory\n");
         goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_upstreams; i++) {
+        struct upstream_target *t = &gen->targets[i];
+        if (upstream_target_init(t, cfg, &cfg->upstreams[i], errors) < 0)
+            goto fail;
+        gen->n_targets = i + 1; /* targets [0, n_targets) need clearing */
+        t->index = (unsigned)i;
+        gen->nodes[i].id = rendezvous_id(t->url, strlen(t->url));
+        gen->nodes[i].weight = t->weight;
+    }
     if (cfg->pseudonymize_key_file) {
         if (read_small_file(cfg->pseudonymize_key_file, &gen->hmac_key, &gen->hmac_key_len,
                             errors) < 0)
@@ -132,7 +145,10 @@ void generation_unref(struct generation *gen)
         free(gen->hmac_key);
     }
     SSL_CTX_free(gen->tls_ctx);
-    upstream_target_clear(&gen->target);
+    for (size_t i = 0; i < gen->n_targets; i++)
+        upstream_target_clear(&gen->targets[i]);
+    free(gen->targets);
+    free(gen->nodes);
     config_free(gen->cfg);
     free(gen);
 }

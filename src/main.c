@@ -70,7 +70,10 @@ static void raise_fd_limit(void)
 /* Settings worth a warning every time a generation is loaded. */
 static void warn_about(const struct mcpeek_config *cfg)
 {
-    if (!cfg->upstream_tls_verify && strncmp(cfg->upstream, "https:", 6) == 0)
+    bool https = false;
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        https |= strncmp(cfg->upstreams[i].url, "https:", 6) == 0;
+    if (!cfg->upstream_tls_verify && https)
         diag_log("warn", "upstream_tls_verify is off: the upstream's certificate and host name "
                          "are not checked");
     if (cfg->upstream_http2 == UPSTREAM_HTTP2_PRIOR_KNOWLEDGE && !upstream_libcurl_reuses_h2c())
@@ -83,6 +86,14 @@ static void warn_about(const struct mcpeek_config *cfg)
     if (cfg->n_allowed_hosts == 0 && !access_listeners_loopback(cfg))
         diag_log("warn", "allowed_hosts is unset and a listen address is not loopback: any Host "
                          "is accepted; set allowed_hosts to the names clients use");
+}
+
+/* Gives each upstream its `upstream` metric label before workers see the generation. */
+static void register_upstreams(struct daemon *d, struct generation *gen)
+{
+    for (size_t i = 0; i < gen->n_targets; i++)
+        gen->targets[i].metrics_slot =
+            metrics_upstream_slot(d->shared.metrics, gen->targets[i].origin);
 }
 
 static void reload(struct daemon *d)
@@ -108,6 +119,7 @@ static void reload(struct daemon *d)
         strbuf_free(&errors);
         return;
     }
+    register_upstreams(d, gen);
     for (unsigned i = 0; i < d->n_workers; i++)
         worker_post_generation(&d->workers[i], gen);
     /* Buckets of unchanged rate_limit lines keep their tokens; the others go. */
@@ -118,8 +130,8 @@ static void reload(struct daemon *d)
         admin_set_upstream(d->admin, gen);
     warn_about(gen->cfg);
     metrics_config_reload(d->shared.metrics, true);
-    diag_log("info", "configuration reloaded (generation %lu, upstream %s)", gen->number,
-             gen->cfg->upstream);
+    diag_log("info", "configuration reloaded (generation %lu, upstream %s%s)", gen->number,
+             gen->cfg->upstreams[0].url, gen->n_targets > 1 ? " and others" : "");
     strbuf_free(&errors);
 }
 
@@ -215,6 +227,7 @@ static int start(struct daemon *d, struct strbuf *errors)
         strbuf_puts(errors, "out of memory\n");
         return -1;
     }
+    register_upstreams(d, d->gen);
     for (unsigned i = 0; i < d->n_workers; i++) {
         if (worker_init(&d->workers[i], i, &d->shared, d->gen, errors) < 0) {
             d->n_workers = i;
@@ -355,7 +368,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < c->n_listen; i++)
         diag_log("info", "mcpeek %s listening on %s:%u%s, upstream %s, %u workers", MCPEEK_VERSION,
                  c->listen[i].host, c->listen[i].port, c->listen[i].tls ? " (tls)" : "",
-                 c->upstream, d.n_workers);
+                 c->upstreams[0].url, d.n_workers);
+    for (size_t i = 1; i < c->n_upstreams; i++)
+        diag_log("info", "upstream %s weight %u", c->upstreams[i].url, c->upstreams[i].weight);
     warn_about(c);
     if (c->admin_listen)
         diag_log("info", "admin endpoints on %s (/healthz /readyz /metrics)", c->admin_listen);

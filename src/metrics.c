@@ -111,6 +111,10 @@ struct worker_metrics {
     _Atomic uint64_t upstream_errors[UPSTREAM_ERR_KIND_COUNT];
     _Atomic uint64_t rate_limited[RATELIMIT_SCOPE_COUNT];
     _Atomic uint64_t access_denied[ACCESS_VERDICT_COUNT];
+    _Atomic uint64_t upstream_requests[METRICS_UPSTREAM_MAX]; /* by upstream slot */
+    _Atomic uint64_t upstream_failures[METRICS_UPSTREAM_MAX];
+    _Atomic uint64_t upstream_session_lost[METRICS_UPSTREAM_MAX];
+    _Atomic uint64_t shared_state_errors[SHARED_STATE_ERR_KIND_COUNT];
 };
 
 struct metrics {
@@ -120,6 +124,11 @@ struct metrics {
     struct metrics_labels methods, tools;
     _Atomic uint64_t upstream_last_ok_ms;
     _Atomic uint64_t reloads_ok, reloads_failed;
+    /* `upstream` label values (origins), registered by the main thread at each load; a slot
+     * is written once before n_upstreams is raised past it (release), never changed. */
+    char upstream_names[METRICS_UPSTREAM_MAX][METRICS_UPSTREAM_NAME_MAX];
+    _Atomic unsigned n_upstreams;
+    _Atomic int shared_state_connected; /* workers whose Redis connection is up */
 };
 
 /* ---- counting ---------------------------------------------------------------------------- */
@@ -549,6 +558,61 @@ void metrics_upstream_error(struct worker_metrics *wm, enum upstream_error_kind 
     metrics_add(&wm->upstream_errors[kind], 1);
 }
 
+unsigned metrics_upstream_slot(struct metrics *m, const char *origin)
+{
+    unsigned n = atomic_load_explicit(&m->n_upstreams, memory_order_acquire);
+    for (unsigned i = 1; i < n; i++)
+        if (strcmp(m->upstream_names[i], origin) == 0)
+            return i;
+    if (n == 0) { /* slot 0 is "other": origins past the bound */
+        snprintf(m->upstream_names[0], METRICS_UPSTREAM_NAME_MAX, "other");
+        n = 1;
+    }
+    if (n == METRICS_UPSTREAM_MAX) {
+        atomic_store_explicit(&m->n_upstreams, n, memory_order_release);
+        return 0;
+    }
+    snprintf(m->upstream_names[n], METRICS_UPSTREAM_NAME_MAX, "%s", origin);
+    atomic_store_explicit(&m->n_upstreams, n + 1, memory_order_release);
+    return n;
+}
+
+void metrics_upstream_request(struct worker_metrics *wm, unsigned slot)
+{
+    if (wm && slot < METRICS_UPSTREAM_MAX)
+        metrics_add(&wm->upstream_requests[slot], 1);
+}
+
+void metrics_upstream_failure(struct worker_metrics *wm, unsigned slot)
+{
+    if (wm && slot < METRICS_UPSTREAM_MAX)
+        metrics_add(&wm->upstream_failures[slot], 1);
+}
+
+void metrics_upstream_session_lost(struct worker_metrics *wm, unsigned slot)
+{
+    if (wm && slot < METRICS_UPSTREAM_MAX)
+        metrics_add(&wm->upstream_session_lost[slot], 1);
+}
+
+void metrics_shared_state_error(struct worker_metrics *wm, enum shared_state_error kind)
+{
+    if (wm && (unsigned)kind < SHARED_STATE_ERR_KIND_COUNT)
+        metrics_add(&wm->shared_state_errors[kind], 1);
+}
+
+void metrics_shared_state_connected(struct metrics *m, int delta)
+{
+    if (m)
+        atomic_fetch_add_explicit(&m->shared_state_connected, delta, memory_order_relaxed);
+}
+
+const char *metrics_upstream_name(struct metrics *m, unsigned slot)
+{
+    unsigned n = atomic_load_explicit(&m->n_upstreams, memory_order_acquire);
+    return slot < n ? m->upstream_names[slot] : "other";
+}
+
 void metrics_stream_opened(struct worker_metrics *wm)
 {
     if (wm)
@@ -853,6 +917,37 @@ static void metrics_put_counter(struct strbuf *out, const char *name, const char
     strbuf_printf(out, "%s %" PRIu64 "\n", name, value);
 }
 
+/* The per-upstream counters; only registered origins are written, "other" only when used. */
+static void metrics_render_upstreams(struct metrics *m, struct strbuf *out)
+{
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } families[] = {
+        {"mcpeek_upstream_requests_total", "Requests sent to each upstream.",
+         offsetof(struct worker_metrics, upstream_requests)},
+        {"mcpeek_upstream_failures_total",
+         "Connect failures, timeouts before an answer and resets per upstream; each marks the "
+         "upstream down for upstream_fail_timeout.",
+         offsetof(struct worker_metrics, upstream_failures)},
+        {"mcpeek_upstream_sessions_lost_total",
+         "Requests of a session whose upstream was down, answered 404 (session not found).",
+         offsetof(struct worker_metrics, upstream_session_lost)},
+    };
+    unsigned n = atomic_load_explicit(&m->n_upstreams, memory_order_acquire);
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+        metrics_put_header(out, families[f].name, "counter", families[f].help);
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t v = metrics_sum(m, families[f].offset + (size_t)i * sizeof(_Atomic uint64_t));
+            if (i == 0 && v == 0)
+                continue;
+            strbuf_printf(out, "%s{", families[f].name);
+            metrics_put_label(out, "upstream", m->upstream_names[i]);
+            strbuf_printf(out, "} %" PRIu64 "\n", v);
+        }
+    }
+}
+
 void metrics_render(struct metrics *m, struct strbuf *out)
 {
     uint64_t opened = 0, closed = 0;
@@ -882,6 +977,22 @@ void metrics_render(struct metrics *m, struct strbuf *out)
         strbuf_printf(out, "mcpeek_upstream_errors_total{kind=\"%s\"} %" PRIu64 "\n",
                       metrics_error_kind_name[k], v);
     }
+
+    metrics_render_upstreams(m, out);
+
+    static const char *const shared_kinds[SHARED_STATE_ERR_KIND_COUNT] = {"unavailable", "timeout",
+                                                                          "reply", "disconnect"};
+    metrics_put_header(out, "mcpeek_shared_state_errors_total", "counter",
+                       "Redis (shared_state) operations that fell back to local state, by cause.");
+    for (int k = 0; k < SHARED_STATE_ERR_KIND_COUNT; k++)
+        strbuf_printf(out, "mcpeek_shared_state_errors_total{kind=\"%s\"} %" PRIu64 "\n",
+                      shared_kinds[k],
+                      metrics_sum(m, offsetof(struct worker_metrics, shared_state_errors) +
+                                         (size_t)k * sizeof(_Atomic uint64_t)));
+    metrics_put_header(out, "mcpeek_shared_state_connections", "gauge",
+                       "Workers whose Redis (shared_state) connection is up.");
+    strbuf_printf(out, "mcpeek_shared_state_connections %d\n",
+                  atomic_load_explicit(&m->shared_state_connected, memory_order_relaxed));
 
     metrics_put_header(out, "mcpeek_rate_limited_total", "counter",
                        "Requests refused with 429 by a rate_limit line, by the line's scope.");

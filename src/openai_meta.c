@@ -278,3 +278,22 @@ void openai_meta_free(OpenAiClientContext *ctx)
 {
     free(ctx); /* one block: see openai_meta_pack */
 }
+
+json_t *openai_meta_to_json(const OpenAiClientContext *ctx)
+{
+    json_t *meta = json_object(), *loc = NULL;
+    const char *v;
+
+    if (!meta || !ctx)
+        return meta;
+    for (size_t i = 0; i < OPENAI_META_NCTX; i++)
+        if ((v = openai_meta_get(ctx, &openai_meta_context_keys[i])) != NULL)
+            json_object_set_new(meta, openai_meta_context_keys[i].name, json_string(v));
+    if (ctx->user_location && (loc = json_object()) != NULL) {
+        for (size_t i = 0; i < OPENAI_META_NLOC; i++)
+            if ((v = openai_meta_get(ctx->user_location, &openai_meta_location_keys[i])) != NULL)
+                json_object_set_new(loc, openai_meta_location_keys[i].name, json_string(v));
+        json_object_set_new(meta, "openai/userLocation", loc);
+    }
+    return meta;
+}

@@ -22,7 +22,9 @@
 #include "mcpeek/http1.h"
 #include "mcpeek/jsonrpc.h"
 #include "mcpeek/ratelimit.h"
+#include "mcpeek/rendezvous.h"
 #include "mcpeek/response_inspect.h"
+#include "mcpeek/shared_state.h"
 #include "mcpeek/upstream.h"
 #include "mcpeek/worker.h"
 
@@ -41,11 +43,13 @@ struct exchange {
     struct exchange *next, *prev; /* worker->live list */
 
     struct upstream_call call;
-    bool calling;               /* `call` is running */
-    struct strbuf req_head;     /* URL, then each header line sent upstream, NUL separated */
-    struct curl_slist *req_hdr; /* libcurl's list over the lines of req_head, owned */
+    struct upstream_target *target; /* where it goes (one of gen->targets), NULL before */
+    bool calling;                   /* `call` is running */
+    struct strbuf req_head;         /* URL, then each header line sent upstream, NUL separated */
+    struct curl_slist *req_hdr;     /* libcurl's list over the lines of req_head, owned */
     size_t req_hdr_cap;
-    struct event *timer; /* response timeout, then stream idle timeout */
+    size_t req_lines, req_lines_end; /* the client's header lines in req_head */
+    struct event *timer;             /* response timeout, then stream idle timeout */
 
     struct mcp_request rpc;
     bool has_body;
@@ -71,6 +75,13 @@ struct exchange {
     uint64_t bytes_in;
     uint64_t bytes_out;
     struct response_inspect inspect; /* reads the answer as it passes, for the log line */
+
+    /* with shared_state: where the exchange is before forwarding, and what it waits for */
+    enum { STAGE_SESSION = 0, STAGE_RATE_LIMIT, STAGE_FORWARD } stage;
+    struct shared_state_op *op; /* Redis lookup in flight, NULL when none */
+    const char *body;           /* the client's body (client.c keeps it until the end) */
+    size_t body_len;
+    char *bearer; /* the request's bearer token, owned; only kept while Redis may answer */
 
     bool has_rpc_error;
     long long rpc_error_code;
@@ -360,6 +371,14 @@ static void on_upstream_done(void *arg, bool ok, enum upstream_error_kind kind)
     }
     ex->error = upstream_error_name(kind);
     metrics_upstream_error(ex->w->metrics, kind);
+    /* Passive health: the upstream is unreachable (not merely slow or wrong: a stream cut
+     * after its answer started says nothing about the server), so new sessions avoid it for
+     * upstream_fail_timeout. */
+    if (kind == UPSTREAM_ERR_CONNECT || kind == UPSTREAM_ERR_DNS ||
+        ((kind == UPSTREAM_ERR_RESET || kind == UPSTREAM_ERR_TIMEOUT) && !ex->headers_sent)) {
+        upstream_target_mark_down(ex->target, worker_now_ms());
+        metrics_upstream_failure(ex->w->metrics, ex->target->metrics_slot);
+    }
     if (!ex->headers_sent) {
         bool timeout = kind == UPSTREAM_ERR_TIMEOUT;
         send_rpc_error(ex, timeout ? 504 : 502, -32000,
@@ -418,16 +437,16 @@ static bool method_has_body(const char *method)
  * query appended), every other path goes to the upstream's origin unchanged. */
 static void put_request_url(struct strbuf *h, struct exchange *ex, const char *uri)
 {
-    const struct generation *gen = ex->gen;
+    const struct upstream_target *t = ex->target;
     const char *query = strchr(uri, '?');
-    strbuf_puts(h, gen->target.origin);
-    if (strcmp(ex->path, gen->cfg->mcp_path) != 0) {
+    strbuf_puts(h, t->origin);
+    if (strcmp(ex->path, ex->gen->cfg->mcp_path) != 0) {
         strbuf_puts(h, uri);
         return;
     }
-    strbuf_puts(h, gen->target.path);
+    strbuf_puts(h, t->path);
     if (query) {
-        strbuf_append(h, strchr(gen->target.path, '?') ? "&" : "?", 1);
+        strbuf_append(h, strchr(t->path, '?') ? "&" : "?", 1);
         strbuf_puts(h, query + 1);
     }
 }
@@ -443,13 +462,14 @@ static void put_header(struct strbuf *h, const char *name, size_t name_len, cons
     strbuf_append(h, "", 1);
 }
 
-/* Points the exchange's curl_slist nodes at the NUL-separated lines of req_head that follow
- * the URL; the nodes are reused from one request to the next. -1 when out of memory. */
-static int link_header_list(struct exchange *ex, size_t url_len)
+/* Points the exchange's curl_slist nodes at the Host line, then at the NUL-separated lines of
+ * req_head in [from, to); the nodes are reused from one request to the next. -1 when out of
+ * memory. */
+static int link_header_list(struct exchange *ex, size_t host_off, size_t from, size_t to)
 {
     struct strbuf *h = &ex->req_head;
-    size_t lines = 0;
-    for (size_t i = url_len + 1; i < h->len; i++)
+    size_t lines = 1;
+    for (size_t i = from; i < to; i++)
         lines += h->data[i] == '\0';
     if (lines > ex->req_hdr_cap) {
         struct curl_slist *grown = realloc(ex->req_hdr, lines * sizeof(*grown));
@@ -458,34 +478,37 @@ static int link_header_list(struct exchange *ex, size_t url_len)
         ex->req_hdr = grown;
         ex->req_hdr_cap = lines;
     }
-    char *p = h->data + url_len + 1;
+    char *p = h->data + from;
     for (size_t i = 0; i < lines; i++) {
-        ex->req_hdr[i].data = p;
         ex->req_hdr[i].next = i + 1 < lines ? &ex->req_hdr[i + 1] : NULL;
+        if (i == 0) {
+            ex->req_hdr[i].data = h->data + host_off; /* Host first, as clients send it */
+            continue;
+        }
+        ex->req_hdr[i].data = p;
         p += strlen(p) + 1;
     }
-    ex->call.headers = lines ? ex->req_hdr : NULL;
+    ex->call.headers = ex->req_hdr;
     return 0;
 }
 
-/* Builds what goes upstream besides the body: the URL, the client's end-to-end headers,
- * X-Forwarded-*, Host. libcurl writes the framing (Content-Length) itself; headers libcurl
- * would add on its own (Accept, Content-Type of a form, Expect) are suppressed when the
- * client did not send them, so the upstream sees the client's request. -1 when out of memory. */
+/* The part of what goes upstream that does not depend on which upstream: the client's
+ * end-to-end headers and X-Forwarded-*, after a copy of the request target (req_head is
+ * "target NUL, header lines NUL separated"; finish_request() adds the Host line and the URL
+ * once the upstream is chosen, so the request head need not outlive this call). libcurl
+ * writes the framing (Content-Length) itself; headers libcurl would add on its own (Accept,
+ * Content-Type of a form, Expect) are suppressed when the client did not send them, so the
+ * upstream sees the client's request. -1 when out of memory. */
 static int build_request(struct exchange *ex, const struct http1_request *in, const char *uri)
 {
-    const struct mcpeek_config *cfg = ex->gen->cfg;
     struct strbuf *h = &ex->req_head;
     const char *conn = http1_request_header(in, "Connection");
     size_t conn_len = conn ? strlen(conn) : 0; /* headers it names are hop-by-hop too */
     const char *xff = NULL;
     bool accept = false, content_type = false;
-    put_request_url(h, ex, uri);
-    size_t url_len = h->len;
+    strbuf_puts(h, uri);
     strbuf_append(h, "", 1);
-    const char *host_value =
-        cfg->upstream_host_header ? cfg->upstream_host_header : ex->gen->target.authority;
-    put_header(h, "Host", 4, host_value, strlen(host_value));
+    ex->req_lines = h->len;
     for (size_t i = 0; i < in->n_headers; i++) {
         const char *name = in->headers[i].name, *value = in->headers[i].value;
         size_t len = in->headers[i].name_len;
@@ -528,10 +551,28 @@ static int build_request(struct exchange *ex, const struct http1_request *in, co
         put_header(h, "Content-Type", 12, "", 0); /* libcurl would say it is a form */
     if (ex->bytes_in > PROXY_CURL_EXPECT_THRESHOLD)
         put_header(h, "Expect", 6, "", 0); /* libcurl would wait for 100 Continue */
-    if (h->oom)
+    ex->req_lines_end = h->len;
+    return h->oom ? -1 : 0;
+}
+
+/* Completes the request for ex->target: the Host line and the URL. -1 when out of memory. */
+static int finish_request(struct exchange *ex)
+{
+    const struct mcpeek_config *cfg = ex->gen->cfg;
+    struct strbuf *h = &ex->req_head, *url = &ex->w->scratch;
+    strbuf_reset(url);
+    put_request_url(url, ex, h->data); /* the target copied first into req_head */
+    size_t host_off = h->len;
+    const char *host_value =
+        cfg->upstream_host_header ? cfg->upstream_host_header : ex->target->authority;
+    put_header(h, "Host", 4, host_value, strlen(host_value));
+    size_t url_off = h->len;
+    strbuf_append(h, url->data, url->len);
+    strbuf_append(h, "", 1);
+    if (h->oom || url->oom)
         return -1;
-    ex->call.url = h->data;
-    return link_header_list(ex, url_len);
+    ex->call.url = h->data + url_off;
+    return link_header_list(ex, host_off, ex->req_lines, ex->req_lines_end);
 }
 
 static const struct upstream_callbacks upstream_callbacks = {
@@ -553,7 +594,8 @@ static void start_upstream(struct exchange *ex, const char *body, size_t body_le
     ex->calling = true;
     ex->sent_ns = worker_now_ns();
     set_timer(ex, cfg->upstream_response_timeout_ms);
-    upstream_start(ex->w->upstream, &ex->gen->target, &ex->call);
+    metrics_upstream_request(ex->w->metrics, ex->target->metrics_slot);
+    upstream_start(ex->w->upstream, ex->target, &ex->call);
 }
 
 /* ---- the exchange ------------------------------------------------------------------- */
@@ -600,6 +642,7 @@ static void exchange_log(struct exchange *ex)
                                                                          : ex->kind,
         .error = ex->error,
         .rate_limit = ex->rate_limit,
+        .upstream = ex->target ? ex->target->origin : NULL,
         .session_openai = ex->session_ctx,
     };
     if (ex->has_rpc_error) {
@@ -628,6 +671,21 @@ static void remember_session(struct exchange *ex)
         session_map_remove(map, ex->session_id);
     else if (ex->response_has_session && ex->rpc.openai)
         session_map_put(map, ex->session_id, ex->rpc.openai, worker_now_ms());
+    /* the session lives on the upstream that issued it: its later requests go there */
+    uint64_t owner = 0;
+    if (ex->response_has_session && ex->target && ex->gen->n_targets > 1 &&
+        ex->gen->cfg->upstream_affinity && ex->status >= 200 && ex->status < 300) {
+        owner = ex->gen->nodes[ex->target->index].id;
+        session_map_put_upstream(map, ex->session_id, owner, worker_now_ms());
+    }
+    struct shared_state *ss = ex->w->sstate;
+    if (!ss || ex->status < 200 || ex->status >= 300)
+        return;
+    if (strcmp(ex->method, "DELETE") == 0)
+        shared_state_session_del(ss, ex->session_id);
+    else if (ex->response_has_session)
+        shared_state_session_put(ss, ex->session_id, ex->rpc.openai, owner,
+                                 ex->gen->cfg->session_map_ttl_ms);
 }
 
 /* Ended exchanges are kept per worker (with their timer and buffers) for the next request:
@@ -700,6 +758,8 @@ static void exchange_finish(struct exchange *ex)
     ex->finished = true;
     struct worker *w = ex->w;
     evtimer_del(ex->timer);
+    shared_state_cancel(ex->op);
+    ex->op = NULL;
     if (ex->calling) {
         upstream_cancel(&ex->call);
         ex->calling = false;
@@ -730,6 +790,7 @@ static void exchange_finish(struct exchange *ex)
     free(ex->session_id);
     free(ex->protocol_version);
     free(ex->path);
+    free(ex->bearer);
     generation_unref(ex->gen);
     exchange_put(w, ex);
 }
@@ -789,32 +850,49 @@ void proxy_abort_exchange(struct exchange *ex)
 }
 
 /* rate_limit lines: 429 with Retry-After when a bucket of the request's keys is empty. */
-static bool rate_limited(struct exchange *ex, const struct http1_request *in)
+static void ratelimit_keys_of(const struct exchange *ex, const char *bearer,
+                              struct ratelimit_keys *keys)
 {
-    const struct mcpeek_config *cfg = ex->gen->cfg;
-    if (cfg->n_rate_limits == 0)
-        return false;
-    struct ratelimit_keys keys = {{NULL}};
+    memset(keys, 0, sizeof(*keys));
     const OpenAiClientContext *o = ex->rpc.openai ? ex->rpc.openai : ex->session_ctx;
     if (o) {
-        keys.value[RATELIMIT_OPENAI_SUBJECT] = o->subject_id;
-        keys.value[RATELIMIT_OPENAI_SESSION] = o->session_id;
-        keys.value[RATELIMIT_OPENAI_ORG] = o->organization_id;
+        keys->value[RATELIMIT_OPENAI_SUBJECT] = o->subject_id;
+        keys->value[RATELIMIT_OPENAI_SESSION] = o->session_id;
+        keys->value[RATELIMIT_OPENAI_ORG] = o->organization_id;
     }
-    keys.value[RATELIMIT_CLIENT_IP] = ex->client_ip;
-    const char *auth = http1_request_header(in, "Authorization");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
-        keys.value[RATELIMIT_TOKEN] = auth + 7;
-    const struct ratelimit_rule *r =
-        ratelimit_check(ex->w->shared->ratelimits, cfg->rate_limits, cfg->n_rate_limits, &keys,
-                        worker_now_ms(), &ex->retry_after_s);
-    if (!r)
-        return false;
+    keys->value[RATELIMIT_CLIENT_IP] = ex->client_ip;
+    keys->value[RATELIMIT_TOKEN] = bearer;
+}
+
+/* Answers 429 for the refusing rule. Always true, for the callers' `if`. */
+static bool refuse_rate_limited(struct exchange *ex, const struct ratelimit_rule *r)
+{
     ex->error = "rate_limited";
     ex->rate_limit = ratelimit_scope_name(r->scope);
     metrics_rate_limited(ex->w->metrics, r->scope);
     send_rpc_error(ex, 429, -32000, "mcpeek: rate limit exceeded, retry later");
     return true;
+}
+
+/* The bearer token a request presents (the `token` scope's value), or NULL. */
+static const char *bearer_of(const struct http1_request *in)
+{
+    const char *auth = http1_request_header(in, "Authorization");
+    return auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
+}
+
+/* The in-process buckets (the only ones without shared_state, the fallback with it). */
+static bool rate_limited(struct exchange *ex, const char *bearer)
+{
+    const struct mcpeek_config *cfg = ex->gen->cfg;
+    if (cfg->n_rate_limits == 0)
+        return false;
+    struct ratelimit_keys keys;
+    ratelimit_keys_of(ex, bearer, &keys);
+    const struct ratelimit_rule *r =
+        ratelimit_check(ex->w->shared->ratelimits, cfg->rate_limits, cfg->n_rate_limits, &keys,
+                        worker_now_ms(), &ex->retry_after_s);
+    return r && refuse_rate_limited(ex, r);
 }
 
 /* Answers without contacting the upstream when strict_json rejects the body. */
@@ -833,6 +911,169 @@ static bool strict_rejects(struct exchange *ex)
         return true;
     }
     return false;
+}
+
+/* The upstream of a request that belongs to no known session: rendezvous hashing on the
+ * session id, else openai/session, else the client address, among the upstreams that are up
+ * (among all when none is). */
+static struct upstream_target *route_by_hash(struct exchange *ex, const bool *up, bool any_up)
+{
+    const struct generation *gen = ex->gen;
+    const char *key = ex->client_ip;
+    if (ex->session_id)
+        key = ex->session_id;
+    else if (ex->rpc.openai && ex->rpc.openai->session_id)
+        key = ex->rpc.openai->session_id;
+    int i = rendezvous_pick(gen->nodes, gen->n_targets, any_up ? up : NULL,
+                            rendezvous_id(key, strlen(key)));
+    return &gen->targets[i < 0 ? 0 : i];
+}
+
+/* Chooses ex->target. One upstream: that one, with no lookup. Several: a known session goes
+ * to the upstream that issued it, and when that one is down the session is lost: 404 with
+ * "session not found", which makes an MCP client start a new session (MCP transport spec),
+ * and that one lands on a live upstream. Returns false when it answered. */
+static bool route(struct exchange *ex)
+{
+    const struct generation *gen = ex->gen;
+    if (gen->n_targets == 1) {
+        ex->target = &gen->targets[0];
+        return true;
+    }
+    uint64_t now = worker_now_ms();
+    bool up[CONFIG_UPSTREAM_MAX], any_up = false;
+    for (size_t i = 0; i < gen->n_targets; i++) {
+        up[i] = upstream_target_is_up(&gen->targets[i], now);
+        any_up |= up[i];
+    }
+    uint64_t owner = 0;
+    if (ex->session_id && gen->cfg->upstream_affinity)
+        owner = session_map_upstream(ex->w->shared->sessions, ex->session_id, now);
+    if (owner == 0) {
+        ex->target = route_by_hash(ex, up, any_up);
+        return true;
+    }
+    for (size_t i = 0; i < gen->n_targets; i++) {
+        if (gen->nodes[i].id != owner)
+            continue;
+        ex->target = &gen->targets[i];
+        if (up[i])
+            return true;
+        break;
+    }
+    /* its upstream is down, or no longer configured: the session is gone with it */
+    ex->error = "session_upstream_down";
+    if (ex->target)
+        metrics_upstream_session_lost(ex->w->metrics, ex->target->metrics_slot);
+    send_rpc_error(ex, 404, -32001, "Session not found");
+    return false;
+}
+
+static void fail_out_of_memory(struct exchange *ex)
+{
+    ex->error = "out_of_memory";
+    send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
+    exchange_finish(ex);
+}
+
+/* ---- with shared_state: the stages that may wait for Redis ------------------------------ */
+
+static void proxy_continue(struct exchange *ex);
+
+/* Redis answered the session lookup (or did not, in time): what it knows goes into the local
+ * map, so the session's next requests here need no lookup. */
+static void on_shared_session(void *arg, bool answered, bool found, OpenAiClientContext *ctx,
+                              uint64_t upstream)
+{
+    struct exchange *ex = arg;
+    ex->op = NULL;
+    if (answered && found) {
+        struct session_map *map = ex->w->shared->sessions;
+        uint64_t now = worker_now_ms();
+        if (ctx) {
+            session_map_put(map, ex->session_id, ctx, now);
+            if (!ex->rpc.openai && !ex->session_ctx) {
+                ex->session_ctx = ctx;
+                ctx = NULL;
+            }
+        }
+        session_map_put_upstream(map, ex->session_id, upstream, now);
+    }
+    openai_meta_free(ctx);
+    proxy_continue(ex);
+}
+
+static void on_shared_ratelimit(void *arg, bool answered, int refused, uint32_t retry_after_s)
+{
+    struct exchange *ex = arg;
+    ex->op = NULL;
+    ex->stage = STAGE_FORWARD;
+    const struct mcpeek_config *cfg = ex->gen->cfg;
+    if (answered && refused >= 0 && (size_t)refused < cfg->n_rate_limits) {
+        ex->retry_after_s = retry_after_s;
+        refuse_rate_limited(ex, &cfg->rate_limits[refused]);
+        exchange_finish(ex);
+        return;
+    }
+    if (!answered && rate_limited(ex, ex->bearer)) { /* Redis silent: count here */
+        exchange_finish(ex);
+        return;
+    }
+    proxy_continue(ex);
+}
+
+/* True when the local map lacks something Redis may know: the context of a request without
+ * _meta, or the upstream of a session when requests follow their session. */
+static bool session_needs_lookup(struct exchange *ex)
+{
+    if (!ex->session_id)
+        return false;
+    if (!ex->rpc.openai && !ex->session_ctx)
+        return true;
+    return ex->gen->n_targets > 1 && ex->gen->cfg->upstream_affinity &&
+           session_map_upstream(ex->w->shared->sessions, ex->session_id, worker_now_ms()) == 0;
+}
+
+/* Runs the stages in order; a stage that asks Redis returns and its answer (or deadline)
+ * calls back here. Redis being slow or away costs at most shared_state_timeout per stage. */
+static void proxy_continue(struct exchange *ex)
+{
+    struct worker *w = ex->w;
+    const struct mcpeek_config *cfg = ex->gen->cfg;
+    if (ex->stage == STAGE_SESSION) {
+        ex->stage = STAGE_RATE_LIMIT;
+        if (session_needs_lookup(ex)) {
+            ex->op =
+                shared_state_session_get(w->sstate, ex->session_id, cfg->shared_state_timeout_ms,
+                                         kept_len(cfg), on_shared_session, ex);
+            if (ex->op)
+                return;
+        }
+    }
+    if (ex->stage == STAGE_RATE_LIMIT) {
+        ex->stage = STAGE_FORWARD;
+        if (cfg->n_rate_limits > 0) {
+            struct ratelimit_keys keys;
+            ratelimit_keys_of(ex, ex->bearer, &keys);
+            ex->op = shared_state_ratelimit(w->sstate, cfg->rate_limits, cfg->n_rate_limits, &keys,
+                                            cfg->shared_state_timeout_ms, on_shared_ratelimit, ex);
+            if (ex->op)
+                return;
+            if (rate_limited(ex, ex->bearer)) {
+                exchange_finish(ex);
+                return;
+            }
+        }
+    }
+    if (!route(ex)) {
+        exchange_finish(ex);
+        return;
+    }
+    if (finish_request(ex) < 0) {
+        fail_out_of_memory(ex);
+        return;
+    }
+    start_upstream(ex, ex->body, ex->body_len);
 }
 
 void proxy_handle_request(struct worker *w, struct client *c, const struct http1_request *req,
@@ -883,14 +1124,28 @@ void proxy_handle_request(struct worker *w, struct client *c, const struct http1
         else
             ex->session_ctx = session_map_get(w->shared->sessions, ex->session_id, worker_now_ms());
     }
-    if (rate_limited(ex, req)) {
+    if (build_request(ex, req, uri) < 0) {
+        fail_out_of_memory(ex);
+        return;
+    }
+    if (w->sstate) {
+        /* Redis answers later: keep what the request head gave (it does not outlive this call) */
+        ex->body = body;
+        ex->body_len = body_len;
+        const char *bearer = bearer_of(req);
+        if (bearer && cfg->n_rate_limits > 0 && !(ex->bearer = strdup(bearer))) {
+            fail_out_of_memory(ex);
+            return;
+        }
+        proxy_continue(ex);
+        return;
+    }
+    if ((cfg->n_rate_limits > 0 && rate_limited(ex, bearer_of(req))) || !route(ex)) {
         exchange_finish(ex);
         return;
     }
-    if (build_request(ex, req, uri) < 0) {
-        ex->error = "out_of_memory";
-        send_rpc_error(ex, 503, -32000, "mcpeek: out of memory");
-        exchange_finish(ex);
+    if (finish_request(ex) < 0) {
+        fail_out_of_memory(ex);
         return;
     }
     start_upstream(ex, body, body_len);

@@ -1,4 +1,5 @@
-/* session_map: bounded Mcp-Session-Id -> OpenAiClientContext map shared by all workers.
+/* session_map: bounded Mcp-Session-Id -> (OpenAiClientContext, upstream) map shared by all
+ * workers.
  *
  * Sharded by SipHash under a random per-map key (ids are client-chosen: no client may aim
  * every session at one shard or chain), one mutex per shard; each shard is a fixed bucket array
@@ -26,8 +27,9 @@ struct session_entry {
     struct session_entry *chain;         /* next in the bucket */
     struct session_entry *newer, *older; /* LRU neighbours */
     uint64_t hash;
-    uint64_t stored_ms; /* when ctx was last put: the TTL counts from here */
-    OpenAiClientContext *ctx;
+    uint64_t stored_ms;       /* when ctx was last put: the TTL counts from here */
+    OpenAiClientContext *ctx; /* NULL when only the upstream is known */
+    uint64_t upstream;        /* rendezvous_id of the upstream that issued it; 0 = unknown */
     size_t id_len;
     char id[]; /* NUL terminated */
 };
@@ -218,33 +220,29 @@ void session_map_free(struct session_map *map)
     free(map);
 }
 
-int session_map_put(struct session_map *map, const char *session_id, const OpenAiClientContext *ctx,
-                    uint64_t now_ms)
+/* Stores `copy` (owned from here on; when set_ctx) and/or `upstream` (when nonzero) for the
+ * session, keeping the other part of an existing entry. */
+static int session_store(struct session_map *map, const char *session_id, size_t len,
+                         OpenAiClientContext *copy, bool set_ctx, uint64_t upstream,
+                         uint64_t now_ms)
 {
-    size_t len = session_id_len(session_id);
     struct session_entry *garbage = NULL; /* detached entries, freed after unlock */
-    struct session_shard *sh;
+    uint64_t hash = hash_siphash(map->key, session_id, len);
+    struct session_shard *sh = session_shard_of(map, hash);
     struct session_entry *e;
-    OpenAiClientContext *copy;
-    uint64_t hash;
     int rc = 0;
-
-    /* nothing to remember: a request without _meta must not erase what we know */
-    if (map == NULL || map->n_shards == 0 || len == 0 || ctx == NULL)
-        return 0;
-    copy = openai_meta_dup(ctx); /* outside the lock: it allocates */
-    if (copy == NULL)
-        return -1;
-    hash = hash_siphash(map->key, session_id, len);
-    sh = session_shard_of(map, hash);
 
     pthread_mutex_lock(&sh->lock);
     e = session_find(sh, session_id, len, hash);
     if (e) {
-        OpenAiClientContext *old = e->ctx;
+        if (set_ctx) {
+            OpenAiClientContext *old = e->ctx;
 
-        e->ctx = copy;
-        copy = old; /* freed below */
+            e->ctx = copy;
+            copy = old; /* freed below */
+        }
+        if (upstream)
+            e->upstream = upstream;
         e->stored_ms = now_ms;
         session_lru_unlink(sh, e);
         session_lru_push(sh, e);
@@ -279,8 +277,10 @@ int session_map_put(struct session_map *map, const char *session_id, const OpenA
     e->id_len = len;
     e->hash = hash;
     e->stored_ms = now_ms;
-    e->ctx = copy;
-    copy = NULL;
+    e->ctx = set_ctx ? copy : NULL;
+    if (set_ctx)
+        copy = NULL;
+    e->upstream = upstream;
     e->chain = *session_bucket(sh, hash);
     *session_bucket(sh, hash) = e;
     session_lru_push(sh, e);
@@ -291,6 +291,50 @@ out:
     openai_meta_free(copy);
     session_free_list(garbage);
     return rc;
+}
+
+int session_map_put(struct session_map *map, const char *session_id, const OpenAiClientContext *ctx,
+                    uint64_t now_ms)
+{
+    size_t len = session_id_len(session_id);
+    OpenAiClientContext *copy;
+
+    /* nothing to remember: a request without _meta must not erase what we know */
+    if (map == NULL || map->n_shards == 0 || len == 0 || ctx == NULL)
+        return 0;
+    copy = openai_meta_dup(ctx); /* outside the lock: it allocates */
+    if (copy == NULL)
+        return -1;
+    return session_store(map, session_id, len, copy, true, 0, now_ms);
+}
+
+int session_map_put_upstream(struct session_map *map, const char *session_id, uint64_t upstream,
+                             uint64_t now_ms)
+{
+    size_t len = session_id_len(session_id);
+
+    if (map == NULL || map->n_shards == 0 || len == 0 || upstream == 0)
+        return 0;
+    return session_store(map, session_id, len, NULL, false, upstream, now_ms);
+}
+
+uint64_t session_map_upstream(struct session_map *map, const char *session_id, uint64_t now_ms)
+{
+    size_t len = session_id_len(session_id);
+    struct session_shard *sh;
+    struct session_entry *e;
+    uint64_t hash, upstream = 0;
+
+    if (map == NULL || map->n_shards == 0 || len == 0)
+        return 0;
+    hash = hash_siphash(map->key, session_id, len);
+    sh = session_shard_of(map, hash);
+    pthread_mutex_lock(&sh->lock);
+    e = session_find(sh, session_id, len, hash);
+    if (e && !session_expired(map, e, now_ms))
+        upstream = e->upstream;
+    pthread_mutex_unlock(&sh->lock);
+    return upstream;
 }
 
 OpenAiClientContext *session_map_get(struct session_map *map, const char *session_id,
@@ -317,7 +361,7 @@ OpenAiClientContext *session_map_get(struct session_map *map, const char *sessio
         session_lru_unlink(sh, e);
         session_lru_push(sh, e);
         /* under the lock: a concurrent put may free e->ctx as soon as we let go */
-        copy = openai_meta_dup(e->ctx);
+        copy = e->ctx ? openai_meta_dup(e->ctx) : NULL;
     }
     pthread_mutex_unlock(&sh->lock);
     session_entry_free(dead);

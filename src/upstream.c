@@ -511,6 +511,9 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
 
 /* ---- handles ------------------------------------------------------------------------------ */
 
+/* Idle handles looked at for one already configured for the call's upstream. */
+#define UPSTREAM_HANDLE_SCAN 8
+
 static unsigned long target_serial(const struct upstream_target *t)
 {
     return t->serial;
@@ -594,9 +597,17 @@ static int handle_configure(struct upstream_handle *h, const struct upstream_tar
 
 static struct upstream_handle *handle_get(struct upstream *up, const struct upstream_target *t)
 {
-    struct upstream_handle *h = up->free_handles;
+    /* With several upstreams, prefer an idle handle already configured for this one: a
+     * handle switching targets is reset and set up again. One upstream: the first matches. */
+    struct upstream_handle **pp = &up->free_handles;
+    for (int i = 0; *pp && i < UPSTREAM_HANDLE_SCAN; i++, pp = &(*pp)->next)
+        if ((*pp)->configured == target_serial(t))
+            break;
+    if (!*pp)
+        pp = &up->free_handles;
+    struct upstream_handle *h = *pp;
     if (h) {
-        up->free_handles = h->next;
+        *pp = h->next;
         up->n_free--;
     } else {
         h = calloc(1, sizeof(*h));

@@ -73,18 +73,20 @@ int upstream_target_parse_url(const char *url, bool *tls, char *host, size_t hos
 static atomic_ulong target_serials;
 
 int upstream_target_init(struct upstream_target *t, const struct mcpeek_config *cfg,
-                         struct strbuf *errors)
+                         const struct upstream_spec *spec, struct strbuf *errors)
 {
     unsigned port;
     const char *path;
     memset(t, 0, sizeof(*t));
-    if (upstream_target_parse_url(cfg->upstream, &t->tls, t->host, sizeof(t->host), &port, &path) <
-        0) {
+    if (upstream_target_parse_url(spec->url, &t->tls, t->host, sizeof(t->host), &port, &path) < 0) {
         strbuf_printf(errors,
                       "upstream: cannot use URL '%s' (expected http(s)://host[:port]/path)\n",
-                      cfg->upstream);
+                      spec->url);
         return -1;
     }
+    t->url = spec->url;
+    t->weight = spec->weight;
+    atomic_init(&t->down_until_ms, 0);
     bool v6 = strchr(t->host, ':') != NULL;
     bool default_port = port == (t->tls ? 443u : 80u);
     char port_part[8] = "";
@@ -124,4 +126,17 @@ void upstream_target_clear(struct upstream_target *t)
 {
     free(t->path);
     memset(t, 0, sizeof(*t));
+}
+
+void upstream_target_mark_down(struct upstream_target *t, uint64_t now_ms)
+{
+    uint64_t until = now_ms + t->cfg->upstream_fail_timeout_ms;
+    /* 0 means up: a clock that starts at 0 must still mark */
+    atomic_store_explicit(&t->down_until_ms, until ? until : 1, memory_order_relaxed);
+}
+
+bool upstream_target_is_up(const struct upstream_target *t, uint64_t now_ms)
+{
+    uint64_t until = atomic_load_explicit(&t->down_until_ms, memory_order_relaxed);
+    return until == 0 || now_ms >= until;
 }

@@ -16,6 +16,7 @@
 #include "mcpeek/server.h"
 #include "mcpeek/conversation.h"
 #include "mcpeek/json_arena.h"
+#include "mcpeek/shared_state.h"
 #include "mcpeek/upstream.h"
 
 /* While stopping gracefully: how often to check that everything was flushed. */
@@ -188,6 +189,10 @@ int worker_init(struct worker *w, unsigned index, struct shared *shared, struct 
         if (!w->conversation_sweep || event_add(w->conversation_sweep, &every) < 0)
             goto fail;
     }
+    if (gen->cfg->shared_state &&
+        !(w->sstate = shared_state_new(w->base, gen->cfg->shared_state, &shared->sstate_hub,
+                                       shared->metrics, w->metrics)))
+        goto fail;
     if (server_start(w, gen->cfg, errors) < 0)
         goto fail_quiet;
     return 0;
@@ -247,6 +252,7 @@ void worker_join_and_free(struct worker *w)
     proxy_worker_cleanup(w);
     client_close_all(w); /* idle keep-alive connections, and any still lingering */
     upstream_free(w->upstream);
+    shared_state_free(w->sstate); /* after the exchanges: none waits on it any more */
     if (w->wakeup)
         event_free(w->wakeup);
     if (w->drain_poll)

@@ -63,6 +63,7 @@ struct exchange_record {
     enum response_inspection response_inspected;
     const char *error;      /* mcpeek's cause when the exchange failed, else NULL */
     const char *rate_limit; /* scope of the refusing rate_limit line (error "rate_limited") */
+    const char *upstream;   /* origin of the upstream the request was routed to, NULL = none */
     /* Context remembered for this Mcp-Session-Id when the request itself carried none
      * (GET streams, DELETE); ignored when rpc->openai is set. */
     const OpenAiClientContext *session_openai;

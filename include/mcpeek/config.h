@@ -25,6 +25,16 @@
  * HTTP/2 from the first byte on cleartext (prior knowledge). */
 enum upstream_http2 { UPSTREAM_HTTP2_OFF = 0, UPSTREAM_HTTP2_ON, UPSTREAM_HTTP2_PRIOR_KNOWLEDGE };
 
+/* `upstream` lines accepted, and the largest weight=N. */
+#define CONFIG_UPSTREAM_MAX 32
+#define CONFIG_UPSTREAM_WEIGHT_MAX 1000
+
+/* One `upstream URL [weight=N]` line. */
+struct upstream_spec {
+    char *url;       /* owned; "http://127.0.0.1:3000/mcp" */
+    unsigned weight; /* 1 .. CONFIG_UPSTREAM_WEIGHT_MAX; share of new sessions */
+};
+
 struct listen_addr {
     char *host; /* owned; "127.0.0.1", "::1", "0.0.0.0" */
     uint16_t port;
@@ -56,7 +66,10 @@ struct mcpeek_config {
     char *auth_tokens_file; /* NULL = no bearer check by mcpeek */
 
     /* upstream */
-    char *upstream;                         /* "http://127.0.0.1:3000/mcp" */
+    struct upstream_spec *upstreams;        /* `upstream` lines in order; at least one */
+    size_t n_upstreams;                     /* at most CONFIG_UPSTREAM_MAX */
+    uint32_t upstream_fail_timeout_ms;      /* 10 s: a failed upstream is skipped this long */
+    bool upstream_affinity;                 /* on: a session's requests go to its upstream */
     char *upstream_host_header;             /* NULL = host of the upstream URL */
     uint32_t upstream_connect_timeout_ms;   /* 5 s */
     uint32_t upstream_response_timeout_ms;  /* 60 s, to the first response byte */
@@ -94,6 +107,8 @@ struct mcpeek_config {
     size_t n_rate_limits;                  /* at most RATELIMIT_RULES_MAX */
     size_t rate_limit_keys;                /* buckets kept (one table per process); 100000 */
     uint32_t conversation_idle_timeout_ms; /* 30 min */
+    char *shared_state;                    /* "redis://HOST:PORT[/DB]"; NULL = in-process only */
+    uint32_t shared_state_timeout_ms;      /* 5 ms: a Redis lookup waits at most this long */
     size_t conversation_max;               /* open conversations (one table per process) */
 };
 

@@ -15,14 +15,17 @@
 #include "mcpeek/access.h"
 #include "mcpeek/accesslog.h"
 #include "mcpeek/config.h"
+#include "mcpeek/rendezvous.h"
 #include "mcpeek/strbuf.h"
 #include "mcpeek/upstream_target.h"
 
 struct generation {
     struct mcpeek_config *cfg; /* owned */
     atomic_uint refs;
-    unsigned long number;          /* 1 for the first load, +1 per successful reload */
-    struct upstream_target target; /* cfg->upstream parsed, resolved, TLS context loaded */
+    unsigned long number;            /* 1 for the first load, +1 per successful reload */
+    struct upstream_target *targets; /* cfg->upstreams parsed, in order; owned array */
+    size_t n_targets;                /* cfg->n_upstreams, at least 1 */
+    struct rendezvous_node *nodes;   /* parallel to targets (identity = URL, weight); owned */
     struct accesslog_options log_opts;
     unsigned char *hmac_key; /* pseudonymize_key_file content, owned, NULL when unset */
     size_t hmac_key_len;

@@ -14,6 +14,7 @@
 
 #include "mcpeek/ratelimit.h"
 #include "mcpeek/access.h"
+#include "mcpeek/shared_state.h"
 #include "mcpeek/strbuf.h"
 
 struct metrics;        /* the registry: all workers' slots + process-wide values */
@@ -29,6 +30,10 @@ enum upstream_error_kind {
     UPSTREAM_ERR_DNS, /* the upstream's name did not resolve */
     UPSTREAM_ERR_KIND_COUNT
 };
+
+/* Distinct `upstream` label values (origins) kept; slot 0 is "other" for any past it. */
+#define METRICS_UPSTREAM_MAX 64
+#define METRICS_UPSTREAM_NAME_MAX 320
 
 struct metrics *metrics_new(unsigned n_workers, unsigned label_limit, const char *version);
 void metrics_free(struct metrics *m);
@@ -62,6 +67,19 @@ void metrics_access_denied(struct worker_metrics *wm,
                            enum access_verdict reason);       /* an access-log line was written */
 void metrics_upstream_ok(struct metrics *m, uint64_t now_ms); /* upstream answered (readyz) */
 uint64_t metrics_upstream_last_ok_ms(const struct metrics *m);
+/* Main thread, at each load: the label slot of an upstream origin (registered on first use;
+ * 0 = "other" once METRICS_UPSTREAM_MAX - 1 origins are known). */
+unsigned metrics_upstream_slot(struct metrics *m, const char *origin);
+const char *metrics_upstream_name(struct metrics *m, unsigned slot);
+/* a request sent to the upstream of `slot` / a failure that marked it down / a session
+ * answered 404 because its upstream was down */
+void metrics_upstream_request(struct worker_metrics *wm, unsigned slot);
+void metrics_upstream_failure(struct worker_metrics *wm, unsigned slot);
+void metrics_upstream_session_lost(struct worker_metrics *wm, unsigned slot);
+/* a shared_state operation fell back to local state / a worker's Redis connection went up
+ * (+1) or down (-1) */
+void metrics_shared_state_error(struct worker_metrics *wm, enum shared_state_error kind);
+void metrics_shared_state_connected(struct metrics *m, int delta);
 void metrics_config_reload(struct metrics *m, bool success); /* main thread */
 
 /* Appends the whole exposition (text format 0.0.4) to `out`. Safe to call from another

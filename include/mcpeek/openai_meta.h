@@ -49,6 +49,10 @@ OpenAiClientContext *openai_meta_dup(const OpenAiClientContext *ctx);
 
 void openai_meta_free(OpenAiClientContext *ctx);
 
+/* The context as a `_meta` object (the inverse of openai_meta_from_json, for the shared
+ * state); an empty object for NULL, NULL when out of memory. The caller owns it. */
+json_t *openai_meta_to_json(const OpenAiClientContext *ctx);
+
 /* Length of the longest prefix of s[0..len) that is at most max_len bytes and well-formed
  * UTF-8: a cut never splits a character, and stops before the first malformed byte (jansson
  * never hands us one, but the cap must not trust that). jsonrpc.c caps its copies with it. */

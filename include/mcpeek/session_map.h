@@ -1,9 +1,11 @@
-/* session_map: Mcp-Session-Id -> the last OpenAiClientContext seen with it.
+/* session_map: Mcp-Session-Id -> the last OpenAiClientContext seen with it, and the
+ * upstream that issued the session.
  *
  * Lets the log line of a GET stream or a DELETE (no body, so no _meta) still name the
- * ChatGPT conversation. Bounded twice: at most `capacity` entries (least recently used
- * evicted) and entries older than `ttl_ms` are treated as absent. Shared by all workers:
- * sharded by hash with one mutex per shard, taken only when a request has a session id.
+ * ChatGPT conversation, and with several upstreams sends a session's requests to its own. Bounded
+ * twice: at most `capacity` entries (least recently used evicted) and entries older than `ttl_ms`
+ * are treated as absent. Shared by all workers: sharded by hash with one mutex per shard, taken
+ * only when a request has a session id.
  */
 #ifndef MCPEEK_SESSION_MAP_H
 #define MCPEEK_SESSION_MAP_H
@@ -24,8 +26,17 @@ void session_map_free(struct session_map *map);
 int session_map_put(struct session_map *map, const char *session_id, const OpenAiClientContext *ctx,
                     uint64_t now_ms);
 
+/* Remembers the upstream (rendezvous_id of its URL, nonzero) that issued the session,
+ * keeping any context. 0, or -1 on allocation failure. Refreshes the TTL. */
+int session_map_put_upstream(struct session_map *map, const char *session_id, uint64_t upstream,
+                             uint64_t now_ms);
+
+/* The upstream remembered for the session, or 0 when unknown or expired. */
+uint64_t session_map_upstream(struct session_map *map, const char *session_id, uint64_t now_ms);
+
 /* Returns a deep copy the caller frees with openai_meta_free(), or NULL when unknown or
- * expired. A hit refreshes the entry's LRU position (not its TTL). */
+ * expired, or when only the upstream is known. A hit refreshes the entry's LRU position (not its
+ * TTL). */
 OpenAiClientContext *session_map_get(struct session_map *map, const char *session_id,
                                      uint64_t now_ms);
 

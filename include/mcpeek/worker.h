@@ -19,6 +19,7 @@
 #include "mcpeek/metrics.h"
 #include "mcpeek/server.h"
 #include "mcpeek/session_map.h"
+#include "mcpeek/shared_state.h"
 #include "mcpeek/strbuf.h"
 
 struct client;
@@ -38,7 +39,8 @@ struct shared {
     struct session_map *sessions;
     struct ratelimit *ratelimits;             /* rate_limit buckets, all workers */
     struct conversation_table *conversations; /* open conversations, all workers */
-    atomic_uint connections; /* open client connections, all workers (max_connections) */
+    atomic_uint connections;            /* open client connections, all workers (max_connections) */
+    struct shared_state_hub sstate_hub; /* what the workers' Redis connections share */
 };
 
 struct worker {
@@ -49,6 +51,7 @@ struct worker {
     struct server_listener listeners[WORKER_MAX_LISTEN];
     size_t n_listeners;
     struct upstream *upstream;
+    struct shared_state *sstate; /* Redis connection (`shared_state`), NULL when unset */
     struct worker_metrics *metrics;
     struct strbuf logbuf;                  /* formatted log lines not yet written */
     struct strbuf scratch;                 /* short-lived text (upstream header lines), reused */

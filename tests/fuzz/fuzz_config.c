@@ -20,7 +20,7 @@ static void fuzz_check_config(const struct mcpeek_config *cfg, const struct mcpe
     const char *names[8];
 
     if (cfg->n_listen == 0 || cfg->listen == NULL || cfg->mcp_path == NULL ||
-        cfg->mcp_path[0] != '/' || cfg->upstream == NULL || cfg->tls_min_version == NULL)
+        cfg->mcp_path[0] != '/' || cfg->n_upstreams == 0 || cfg->tls_min_version == NULL)
         abort();
     for (size_t i = 0; i < cfg->n_listen; i++)
         if (cfg->listen[i].port == 0 || cfg->listen[i].host[0] == '\0')

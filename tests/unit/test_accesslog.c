@@ -340,7 +340,15 @@ static void test_level_and_error(void **state)
     expect_int(obj, "status", 0);
     expect_str(obj, "error", "client_aborted");
     expect_absent(obj, "rate_limit");
+    expect_absent(obj, "upstream");
     json_decref(obj);
+
+    /* the upstream an exchange was routed to: its origin */
+    f.rec.upstream = "http://10.0.0.2:3000";
+    obj = format_and_parse(&f, NULL);
+    expect_str(obj, "upstream", "http://10.0.0.2:3000");
+    json_decref(obj);
+    f.rec.upstream = NULL;
 
     /* a rate-limit refusal names the scope right after the error */
     f.rec.status = 429;

@@ -262,7 +262,8 @@ static void assert_config_equal(const struct mcpeek_config *a, const struct mcpe
     for (size_t i = 0; i < a->n_allowed_origins; i++)
         assert_string_equal(a->allowed_origins[i], b->allowed_origins[i]);
     assert_str_or_null(a->auth_tokens_file, b->auth_tokens_file);
-    assert_string_equal(a->upstream, b->upstream);
+    assert_int_equal(a->n_upstreams, b->n_upstreams);
+    assert_string_equal(a->upstreams[0].url, b->upstreams[0].url);
     assert_str_or_null(a->upstream_host_header, b->upstream_host_header);
     assert_int_equal(a->upstream_connect_timeout_ms, b->upstream_connect_timeout_ms);
     assert_int_equal(a->upstream_response_timeout_ms, b->upstream_response_timeout_ms);
@@ -374,7 +375,7 @@ static void test_defaults(void **state)
     assert_null(cfg->allowed_hosts);
     assert_int_equal(cfg->n_allowed_hosts, 0);
     assert_null(cfg->auth_tokens_file);
-    assert_string_equal(cfg->upstream, "http://127.0.0.1:3000/mcp");
+    assert_string_equal(cfg->upstreams[0].url, "http://127.0.0.1:3000/mcp");
     assert_null(cfg->upstream_host_header);
     assert_int_equal(cfg->upstream_connect_timeout_ms, 5000);
     assert_int_equal(cfg->upstream_response_timeout_ms, 60000);
@@ -491,7 +492,7 @@ static void test_every_key_from_file(void **state)
     assert_string_equal(cfg->allowed_origins[0], "https://chatgpt.com");
     assert_string_equal(cfg->allowed_origins[1], "http://localhost:5173");
     assert_string_equal(cfg->auth_tokens_file, f);
-    assert_string_equal(cfg->upstream, "https://mcp.example.com:8443/v1/mcp");
+    assert_string_equal(cfg->upstreams[0].url, "https://mcp.example.com:8443/v1/mcp");
     assert_string_equal(cfg->upstream_host_header, "mcp.internal:8443");
     assert_int_equal(cfg->upstream_connect_timeout_ms, 250);
     assert_int_equal(cfg->upstream_response_timeout_ms, 120000);
@@ -905,7 +906,7 @@ static void test_urls_paths_origins(void **state)
     for (size_t i = 0; i < sizeof good_upstreams / sizeof good_upstreams[0]; i++) {
         snprintf(line, sizeof line, "upstream %s", good_upstreams[i]);
         cfg = buf_ok(line);
-        assert_string_equal(cfg->upstream, good_upstreams[i]);
+        assert_string_equal(cfg->upstreams[0].url, good_upstreams[i]);
         config_free(cfg);
     }
     expect_buf_error("upstream 127.0.0.1:3000/mcp",
@@ -1036,6 +1037,72 @@ static void test_listen_command_line_replaces_file(void **state)
     assert_listen(&cfg->listen[0], "127.0.0.1", 9001, false);
     assert_listen(&cfg->listen[1], "::1", 9002, true);
     config_free(cfg);
+}
+
+static void test_upstream_list(void **state)
+{
+    static const char *const flags[] = {"--upstream", "http://10.0.0.9:3000/mcp", NULL};
+    struct mcpeek_config *cfg;
+
+    (void)state;
+    /* repeatable, in order, weight defaults to 1 */
+    cfg = buf_ok("upstream http://10.0.0.1:3000/mcp\nupstream https://b.example/mcp weight=3\n"
+                 "upstream_fail_timeout 2s\nupstream_affinity off\n");
+    assert_int_equal(cfg->n_upstreams, 2);
+    assert_string_equal(cfg->upstreams[0].url, "http://10.0.0.1:3000/mcp");
+    assert_int_equal(cfg->upstreams[0].weight, 1);
+    assert_string_equal(cfg->upstreams[1].url, "https://b.example/mcp");
+    assert_int_equal(cfg->upstreams[1].weight, 3);
+    assert_int_equal(cfg->upstream_fail_timeout_ms, 2000);
+    assert_false(cfg->upstream_affinity);
+    config_free(cfg);
+
+    /* defaults: one upstream, affinity on, 10 s */
+    cfg = buf_ok("");
+    assert_int_equal(cfg->n_upstreams, 1);
+    assert_int_equal(cfg->upstream_fail_timeout_ms, 10000);
+    assert_true(cfg->upstream_affinity);
+    config_free(cfg);
+
+    /* one --upstream replaces every line of the file, like --listen */
+    cfg = build_ok("upstream http://10.0.0.1:3000/mcp\nupstream http://10.0.0.2:3000/mcp\n", flags);
+    assert_int_equal(cfg->n_upstreams, 1);
+    assert_string_equal(cfg->upstreams[0].url, "http://10.0.0.9:3000/mcp");
+    config_free(cfg);
+
+    expect_buf_error("upstream http://a/mcp weight=0",
+                     "F:1: invalid value 'http://a/mcp weight=0' for upstream: weight must be a "
+                     "number from 1 to 1000\n");
+    expect_buf_error("upstream http://a/mcp weight=1001",
+                     "F:1: invalid value 'http://a/mcp weight=1001' for upstream: weight must be "
+                     "a number from 1 to 1000\n");
+    expect_buf_error("upstream http://a/mcp weight=2x",
+                     "F:1: invalid value 'http://a/mcp weight=2x' for upstream: weight must be "
+                     "a number from 1 to 1000\n");
+    expect_buf_error("upstream http://a/mcp heavy",
+                     "F:1: invalid value 'http://a/mcp heavy' for upstream: expected an absolute "
+                     "http:// or https:// URL, optionally weight=N\n");
+    expect_buf_error("upstream http://a/mcp weight=1 x",
+                     "F:1: invalid value 'http://a/mcp weight=1 x' for upstream: expected an "
+                     "absolute http:// or https:// URL, optionally weight=N\n");
+    expect_buf_error("upstream http://a/mcp\nupstream http://a/mcp weight=2",
+                     "F:2: upstream http://a/mcp given twice (first on line 1)\n");
+    /* shared_state: a redis:// URL, restart only; off = unset */
+    cfg = buf_ok("shared_state redis://10.0.0.7:6379/2\nshared_state_timeout 20ms\n");
+    assert_string_equal(cfg->shared_state, "redis://10.0.0.7:6379/2");
+    assert_int_equal(cfg->shared_state_timeout_ms, 20);
+    config_free(cfg);
+    cfg = buf_ok("shared_state off\n");
+    assert_null(cfg->shared_state);
+    assert_int_equal(cfg->shared_state_timeout_ms, 5);
+    config_free(cfg);
+    expect_buf_error("shared_state redis://h:6379/16",
+                     "F:1: invalid value 'redis://h:6379/16' for shared_state: the database must "
+                     "be a number from 0 to 15\n");
+    expect_buf_error("shared_state_timeout 11s", "F:1: invalid value '11s' for "
+                                                 "shared_state_timeout: too large (at most 10s)\n");
+    expect_buf_error("upstream_fail_timeout 0",
+                     "F:1: invalid value '0' for upstream_fail_timeout: must be at least 1ms\n");
 }
 
 static void test_rate_limit(void **state)
@@ -1361,7 +1428,7 @@ static void test_usage_lists_every_key(void **state)
     size_t n = usage_keys(keys, 64);
 
     (void)state;
-    assert_int_equal(n, 45); /* the members of struct mcpeek_config, source_path aside */
+    assert_int_equal(n, 49); /* the members of struct mcpeek_config, source_path aside */
     for (size_t i = 0; i < n; i++) {
         struct cli_args args;
         char flag[80], *err;
@@ -1533,6 +1600,7 @@ int main(void)
         cmocka_unit_test(test_urls_paths_origins),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_listen_command_line_replaces_file),
+        cmocka_unit_test(test_upstream_list),
         cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_cross_key_checks),
         cmocka_unit_test(test_precedence),

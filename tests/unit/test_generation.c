@@ -47,13 +47,13 @@ static void test_upstream_target_from_url(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct mcpeek_config *cfg = config_defaults();
-        free(cfg->upstream);
-        cfg->upstream = strdup(cases[i].url);
+        free(cfg->upstreams[0].url);
+        cfg->upstreams[0].url = strdup(cases[i].url);
         struct strbuf errors;
         struct generation *gen = load(cfg, &errors);
         if (!gen)
             fail_msg("%s: %s", cases[i].url, errors.data);
-        const struct upstream_target *t = &gen->target;
+        const struct upstream_target *t = &gen->targets[0];
         if (strcmp(t->origin, cases[i].origin) != 0 ||
             strcmp(t->authority, cases[i].authority) != 0 || strcmp(t->path, cases[i].path) != 0)
             fail_msg("%s: expected %s %s %s, got %s %s %s", cases[i].url, cases[i].origin,
@@ -81,8 +81,8 @@ static void test_upstream_url_mcpeek_cannot_use_fails_the_load(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct mcpeek_config *cfg = config_defaults();
-        free(cfg->upstream);
-        cfg->upstream = strdup(cases[i].url);
+        free(cfg->upstreams[0].url);
+        cfg->upstreams[0].url = strdup(cases[i].url);
         struct strbuf errors;
         struct generation *gen = load(cfg, &errors);
         if (gen)
@@ -100,15 +100,15 @@ static void test_upstream_name_is_not_resolved_at_load(void **state)
 {
     (void)state;
     struct mcpeek_config *cfg = config_defaults();
-    free(cfg->upstream);
-    cfg->upstream = strdup("http://no-such-host.invalid/mcp");
+    free(cfg->upstreams[0].url);
+    cfg->upstreams[0].url = strdup("http://no-such-host.invalid/mcp");
     struct strbuf errors, errors2;
     struct generation *gen = load(cfg, &errors);
     if (!gen)
         fail_msg("expected the load to succeed, got '%s'", errors.data ? errors.data : "");
     struct generation *gen2 = load(config_defaults(), &errors2);
     assert_non_null(gen2);
-    assert_true(gen->target.serial != gen2->target.serial);
+    assert_true(gen->targets[0].serial != gen2->targets[0].serial);
     generation_unref(gen);
     generation_unref(gen2);
     strbuf_free(&errors);

@@ -548,9 +548,43 @@ static void test_dup_without_location_and_null(void **state)
     openai_meta_free(NULL); /* must not crash */
 }
 
+/* openai_meta_to_json is the inverse of the parser (what shared_state stores in Redis). */
+static void test_to_json_round_trip(void **state)
+{
+    (void)state;
+    static const char meta[] =
+        "{\"openai/session\":\"s-1\",\"openai/subject\":\"u\",\"openai/organization\":\"o\","
+        "\"openai/locale\":\"vi-VN\",\"openai/userAgent\":\"UA\",\"openai/userLocation\":"
+        "{\"city\":\"Hanoi\",\"country\":\"VN\",\"latitude\":\"21.0\"}}";
+    OpenAiClientContext *a = openai_meta_parse(meta, strlen(meta), 256);
+    assert_non_null(a);
+    json_t *j = openai_meta_to_json(a);
+    char *text = json_dumps(j, JSON_COMPACT);
+    OpenAiClientContext *b = openai_meta_parse(text, strlen(text), 256);
+    assert_non_null(b);
+    assert_string_equal(b->session_id, "s-1");
+    assert_string_equal(b->subject_id, "u");
+    assert_string_equal(b->organization_id, "o");
+    assert_string_equal(b->locale, "vi-VN");
+    assert_string_equal(b->user_agent, "UA");
+    assert_non_null(b->user_location);
+    assert_string_equal(b->user_location->city, "Hanoi");
+    assert_string_equal(b->user_location->latitude, "21.0");
+    assert_null(b->user_location->region);
+    free(text);
+    json_decref(j);
+    openai_meta_free(a);
+    openai_meta_free(b);
+    /* NULL: an empty object */
+    j = openai_meta_to_json(NULL);
+    assert_int_equal(json_object_size(j), 0);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_to_json_round_trip),
         cmocka_unit_test(test_article_wire_example),
         cmocka_unit_test(test_numbers_become_decimal_strings),
         cmocka_unit_test(test_numeric_location_members),

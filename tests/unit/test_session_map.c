@@ -79,6 +79,39 @@ static void expect_size(struct session_map *map, size_t want)
         fail_msg("size: expected %zu, got %zu", want, got);
 }
 
+/* The upstream that issued a session is kept beside the context: either may come first, and
+ * neither put erases the other. */
+static void test_upstream_beside_context(void **state)
+{
+    (void)state;
+    struct session_map *map = session_map_new(8, 1000);
+    assert_non_null(map);
+
+    /* upstream first (initialize without _meta): no context yet */
+    assert_int_equal(session_map_put_upstream(map, "s1", 42, 0), 0);
+    assert_true(session_map_upstream(map, "s1", 1) == 42);
+    expect_tag(map, "s1", NULL, 1);
+    put_tagged(map, "s1", "a", 2);
+    expect_tag(map, "s1", "a", 3);
+    assert_true(session_map_upstream(map, "s1", 3) == 42);
+
+    /* context first, then the upstream; a put of a context keeps the upstream */
+    put_tagged(map, "s2", "b", 0);
+    assert_true(session_map_upstream(map, "s2", 0) == 0);
+    assert_int_equal(session_map_put_upstream(map, "s2", 7, 1), 0);
+    put_tagged(map, "s2", "c", 2);
+    assert_true(session_map_upstream(map, "s2", 2) == 7);
+    expect_tag(map, "s2", "c", 2);
+
+    /* 0 is "unknown": not stored; expiry and remove forget the upstream too */
+    assert_int_equal(session_map_put_upstream(map, "s3", 0, 0), 0);
+    assert_int_equal((int)session_map_size(map), 2);
+    assert_true(session_map_upstream(map, "s1", 2 + 1001) == 0);
+    session_map_remove(map, "s2");
+    assert_true(session_map_upstream(map, "s2", 3) == 0);
+    session_map_free(map);
+}
+
 static void test_roundtrip_is_deep_copy(void **state)
 {
     struct session_map *map = session_map_new(100, 60000);
@@ -408,6 +441,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_is_deep_copy),
+        cmocka_unit_test(test_upstream_beside_context),
         cmocka_unit_test(test_put_replaces),
         cmocka_unit_test(test_lru_eviction_order),
         cmocka_unit_test(test_ttl_expiry),
