@@ -901,8 +901,12 @@ static bool strict_rejects(struct exchange *ex)
     if (!ex->gen->cfg->strict_json || !ex->has_body)
         return false;
     if (ex->rpc.status == JSONRPC_INVALID_JSON) {
+        /* "Parse error: invalid JSON at line 1 column 7: unexpected token near '}'":
+         * jansson's words, already filtered to printable ASCII by jsonrpc.c. */
+        char message[sizeof(ex->rpc.error) + 16];
+        snprintf(message, sizeof(message), "Parse error: %s", ex->rpc.error);
         ex->error = "invalid_json";
-        send_rpc_error(ex, 400, -32700, "Parse error");
+        send_rpc_error(ex, 400, -32700, message);
         return true;
     }
     if (ex->rpc.status == JSONRPC_INVALID_RPC) {

@@ -587,11 +587,15 @@ test('strict_json_on_answers_invalid_json_400_-32700_without_reaching_the_upstre
     for (const body of bodies) {
         const res = await request(proxy.url, { method: 'POST', headers: POST_HEADERS, body });
         assertRpcError(res, 400, { code: -32700 });
+        // jansson's line, column and text, in the answer as in the log line.
+        assert.match(res.json().error.message, /^Parse error: invalid JSON at line \d+ column -?\d+: \S/,
+            `error.message: ${res.text()}`);
     }
     assert.equal(up.hits().length, 0, 'invalid JSON reached the upstream under strict_json');
     const lines = await proxy.waitForLogs(bodies.length);
     for (const l of lines.slice(0, bodies.length)) {
         expectFields(l, { status: 400, error: 'invalid_json', rpc_error_code: -32700, level: 'warn' });
+        assert.match(l.rpc_parse_error, /^invalid JSON at line \d+ column -?\d+: \S/, JSON.stringify(l));
     }
     await assertServes(proxy);
     await proxy.expectLogCount(bodies.length + 1);
