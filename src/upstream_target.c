@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mcpeek/hostport.h"
 #include "mcpeek/tls.h"
 
 int upstream_target_parse_url(const char *url, bool *tls, char *host, size_t host_size,
@@ -30,42 +31,12 @@ int upstream_target_parse_url(const char *url, bool *tls, char *host, size_t hos
     size_t auth_len = strcspn(p, "/?#");
     if (p[auth_len] == '#' || strchr(p, '#') || memchr(p, '@', auth_len))
         return -1;
-    const char *h = p, *h_end, *colon = NULL;
-    if (*p == '[') {
-        const char *close = memchr(p, ']', auth_len);
-        if (!close)
-            return -1;
-        h = p + 1;
-        h_end = close;
-        if (close + 1 < p + auth_len) {
-            if (close[1] != ':')
-                return -1;
-            colon = close + 1;
-        }
-    } else {
-        colon = memchr(p, ':', auth_len);
-        h_end = colon ? colon : p + auth_len;
-    }
-    size_t hlen = (size_t)(h_end - h);
-    if (hlen == 0 || hlen >= host_size)
+    struct hostport hp;
+    if (hostport_parse(p, auth_len, HOSTPORT_STRICT, &hp) != NULL || hp.host_len >= host_size)
         return -1;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    *port = *tls ? 443 : 80;
-    if (colon) {
-        const char *d = colon + 1, *d_end = p + auth_len;
-        unsigned v = 0;
-        if (d == d_end || d_end - d > 5)
-            return -1;
-        for (; d < d_end; d++) {
-            if (*d < '0' || *d > '9')
-                return -1;
-            v = v * 10 + (unsigned)(*d - '0');
-        }
-        if (v == 0 || v > 65535)
-            return -1;
-        *port = v;
-    }
+    memcpy(host, hp.host, hp.host_len);
+    host[hp.host_len] = '\0';
+    *port = hp.port ? hp.port : *tls ? 443 : 80;
     *path = p + auth_len;
     return 0;
 }
