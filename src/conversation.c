@@ -283,8 +283,11 @@ out:
     return ended;
 }
 
-struct conversation_record *conversation_sweep(struct conversation_table *t, uint64_t now_ms,
-                                               uint32_t idle_ms)
+/* Ends, shard by shard from the least recently active, every conversation idle for idle_ms
+ * (reason CONVERSATION_IDLE) or all of them (CONVERSATION_SHUTDOWN). */
+static struct conversation_record *conv_end_oldest(struct conversation_table *t,
+                                                   enum conversation_end reason, uint64_t now_ms,
+                                                   uint32_t idle_ms)
 {
     struct conversation_record *ended = NULL;
 
@@ -294,28 +297,23 @@ struct conversation_record *conversation_sweep(struct conversation_table *t, uin
         struct shard *sh = &t->table.shards[i];
 
         pthread_mutex_lock(&sh->lock);
-        while (shard_oldest(sh) != NULL && conv_idle(conv_of(shard_oldest(sh)), now_ms, idle_ms))
-            conv_end(sh, conv_of(shard_oldest(sh)), CONVERSATION_IDLE, &ended);
+        while (shard_oldest(sh) != NULL && (reason == CONVERSATION_SHUTDOWN ||
+                                            conv_idle(conv_of(shard_oldest(sh)), now_ms, idle_ms)))
+            conv_end(sh, conv_of(shard_oldest(sh)), reason, &ended);
         pthread_mutex_unlock(&sh->lock);
     }
     return ended;
 }
 
+struct conversation_record *conversation_sweep(struct conversation_table *t, uint64_t now_ms,
+                                               uint32_t idle_ms)
+{
+    return conv_end_oldest(t, CONVERSATION_IDLE, now_ms, idle_ms);
+}
+
 struct conversation_record *conversation_end_all(struct conversation_table *t)
 {
-    struct conversation_record *ended = NULL;
-
-    if (t == NULL)
-        return NULL;
-    for (size_t i = 0; i < t->table.n_shards; i++) {
-        struct shard *sh = &t->table.shards[i];
-
-        pthread_mutex_lock(&sh->lock);
-        while (shard_oldest(sh) != NULL)
-            conv_end(sh, conv_of(shard_oldest(sh)), CONVERSATION_SHUTDOWN, &ended);
-        pthread_mutex_unlock(&sh->lock);
-    }
-    return ended;
+    return conv_end_oldest(t, CONVERSATION_SHUTDOWN, 0, 0);
 }
 
 size_t conversation_count(struct conversation_table *t)
