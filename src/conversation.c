@@ -1,23 +1,20 @@
 /* conversation: bounded table of open conversations, shared by all workers.
  *
  * Each shard is a fixed bucket array with chaining plus a list in order of last activity
- * (the shard's least recently active conversation is its oldest), so both the idle sweep and
- * eviction start from the tail and stop early. An entry embeds its future log record as its
- * first member: ending a conversation detaches the entry and hands it out as the record,
+ * (shard_table.c: the shard's least recently active conversation is its oldest), so both the idle
+ * sweep and eviction start from the tail and stop early. An entry embeds its future log record as
+ * its first member: ending a conversation detaches the entry and hands it out as the record,
  * nothing is copied. Keys carry a one-byte namespace ('o' openai/session, 'm'
  * Mcp-Session-Id), so an Mcp-Session-Id can never land in a ChatGPT conversation.
  */
 #include "mcpeek/conversation.h"
 #include "mcpeek/hash.h"
+#include "mcpeek/shard_table.h"
 
 #include <pthread.h>
-#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CONV_MAX_SHARDS 16
-#define CONV_MIN_SHARD_CAPACITY 64 /* below this per shard, fewer shards */
-#define CONV_MIN_BUCKETS 8
 #define CONV_TOOLS_FIRST 4 /* tool slots allocated at the first tools/call */
 #define CONV_KEY_OPENAI 'o'
 #define CONV_KEY_MCP 'm'
@@ -25,10 +22,8 @@
 /* One open conversation. Owned by its shard until it ends; then `rec` (at offset 0) is the
  * handle the caller frees, which frees the whole entry. */
 struct conv_entry {
-    struct conversation_record rec; /* first: see above */
-    struct conv_entry *chain;       /* next in the hash bucket */
-    struct conv_entry *newer, *older;
-    uint64_t hash;
+    struct conversation_record rec;                /* first: see above */
+    struct shard_node node;                        /* bucket chain, activity neighbours, hash */
     uint64_t first_ms, last_ms;                    /* monotonic */
     uint64_t recent[CONVERSATION_RECENT_SESSIONS]; /* hashes of the last distinct session ids */
     unsigned n_recent, recent_next;
@@ -37,18 +32,8 @@ struct conv_entry {
     char hkey[]; /* namespace byte + key, NUL terminated; rec.key points at hkey + 1 */
 };
 
-struct conv_shard {
-    alignas(64) pthread_mutex_t lock; /* guards everything below */
-    struct conv_entry **buckets;      /* owned array; entries owned through it */
-    size_t bucket_mask;
-    struct conv_entry *newest, *oldest;
-    size_t size;
-    size_t capacity;
-};
-
 struct conversation_table {
-    struct conv_shard *shards; /* owned */
-    size_t n_shards;
+    struct shard_table table;
 };
 
 const char *conversation_end_name(enum conversation_end reason)
@@ -66,58 +51,27 @@ const char *conversation_end_name(enum conversation_end reason)
     return "unknown";
 }
 
-static struct conv_entry **conv_bucket(struct conv_shard *sh, uint64_t hash)
+static struct conv_entry *conv_of(struct shard_node *n)
 {
-    /* the low bits chose the shard; mix in the high bits for the bucket */
-    return &sh->buckets[(hash ^ (hash >> 32)) & sh->bucket_mask];
+    return SHARD_ENTRY(n, struct conv_entry, node);
 }
 
-static void conv_lru_unlink(struct conv_shard *sh, struct conv_entry *e)
+static struct conv_entry *conv_find(struct shard *sh, const char *hkey, size_t len, uint64_t hash)
 {
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        sh->newest = e->older;
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        sh->oldest = e->newer;
-    e->newer = e->older = NULL;
-}
+    for (struct shard_node *n = shard_chain(sh, hash); n; n = n->chain) {
+        struct conv_entry *e = conv_of(n);
 
-static void conv_lru_push(struct conv_shard *sh, struct conv_entry *e)
-{
-    e->newer = NULL;
-    e->older = sh->newest;
-    if (sh->newest)
-        sh->newest->newer = e;
-    sh->newest = e;
-    if (sh->oldest == NULL)
-        sh->oldest = e;
-}
-
-static struct conv_entry *conv_find(struct conv_shard *sh, const char *hkey, size_t len,
-                                    uint64_t hash)
-{
-    for (struct conv_entry *e = *conv_bucket(sh, hash); e; e = e->chain) {
-        if (e->hash == hash && e->hkey_len == len && memcmp(e->hkey, hkey, len) == 0)
+        if (n->hash == hash && e->hkey_len == len && memcmp(e->hkey, hkey, len) == 0)
             return e;
     }
     return NULL;
 }
 
 /* Takes `e` out of the shard and puts its record, ended for `reason`, on *ended. */
-static void conv_end(struct conv_shard *sh, struct conv_entry *e, enum conversation_end reason,
+static void conv_end(struct shard *sh, struct conv_entry *e, enum conversation_end reason,
                      struct conversation_record **ended)
 {
-    struct conv_entry **pp = conv_bucket(sh, e->hash);
-
-    while (*pp != e)
-        pp = &(*pp)->chain;
-    *pp = e->chain;
-    e->chain = NULL;
-    conv_lru_unlink(sh, e);
-    sh->size--;
+    shard_detach(sh, &e->node);
     e->rec.reason = reason;
     e->rec.duration_ms = e->last_ms - e->first_ms;
     e->rec.next = *ended;
@@ -252,7 +206,7 @@ static void conv_update(struct conv_entry *e, const struct conversation_exchange
     conv_count_session(e, ex->mcp_session_id);
 }
 
-static struct conv_entry *conv_new(const char *hkey, size_t len, uint64_t hash,
+static struct conv_entry *conv_new(const char *hkey, size_t len,
                                    const struct conversation_exchange *ex, uint64_t now_ms)
 {
     struct conv_entry *e = calloc(1, sizeof(*e) + len + 1);
@@ -262,7 +216,6 @@ static struct conv_entry *conv_new(const char *hkey, size_t len, uint64_t hash,
     memcpy(e->hkey, hkey, len);
     e->hkey[len] = '\0';
     e->hkey_len = len;
-    e->hash = hash;
     e->rec.key = e->hkey + 1;
     e->rec.keyed_by_openai = hkey[0] == CONV_KEY_OPENAI;
     e->rec.first_ts = e->rec.last_ts = ex->ts;
@@ -277,7 +230,7 @@ struct conversation_record *conversation_track(struct conversation_table *t,
     struct conversation_record *ended = NULL;
     const char *key = NULL;
     char ns = CONV_KEY_MCP;
-    struct conv_shard *sh;
+    struct shard *sh;
     struct conv_entry *e;
     char *hkey;
     size_t len;
@@ -300,7 +253,7 @@ struct conversation_record *conversation_track(struct conversation_table *t,
     hkey[0] = ns;
     memcpy(hkey + 1, key, len);
     hash = hash_fnv1a(hkey, len);
-    sh = &t->shards[hash % t->n_shards];
+    sh = shard_of(&t->table, hash);
 
     pthread_mutex_lock(&sh->lock);
     e = conv_find(sh, hkey, len, hash);
@@ -312,18 +265,15 @@ struct conversation_record *conversation_track(struct conversation_table *t,
         /* a DELETE of a session we no longer track opens nothing just to close it */
         if (ex->ends_session && ns == CONV_KEY_MCP)
             goto out;
-        if (sh->size >= sh->capacity && sh->oldest != NULL)
-            conv_end(sh, sh->oldest, CONVERSATION_EVICTED, &ended);
-        e = conv_new(hkey, len, hash, ex, now_ms);
+        if (shard_full(sh) && shard_oldest(sh) != NULL)
+            conv_end(sh, conv_of(shard_oldest(sh)), CONVERSATION_EVICTED, &ended);
+        e = conv_new(hkey, len, ex, now_ms);
         if (e == NULL)
             goto out;
-        e->chain = *conv_bucket(sh, hash);
-        *conv_bucket(sh, hash) = e;
-        sh->size++;
+        shard_insert(sh, &e->node, hash);
     } else {
-        conv_lru_unlink(sh, e);
+        shard_touch(sh, &e->node);
     }
-    conv_lru_push(sh, e);
     conv_update(e, ex, now_ms);
     if (ex->ends_session && ns == CONV_KEY_MCP)
         conv_end(sh, e, CONVERSATION_DELETE, &ended);
@@ -333,122 +283,72 @@ out:
     return ended;
 }
 
-struct conversation_record *conversation_sweep(struct conversation_table *t, uint64_t now_ms,
-                                               uint32_t idle_ms)
+/* Ends, shard by shard from the least recently active, every conversation idle for idle_ms
+ * (reason CONVERSATION_IDLE) or all of them (CONVERSATION_SHUTDOWN). */
+static struct conversation_record *conv_end_oldest(struct conversation_table *t,
+                                                   enum conversation_end reason, uint64_t now_ms,
+                                                   uint32_t idle_ms)
 {
     struct conversation_record *ended = NULL;
 
     if (t == NULL)
         return NULL;
-    for (size_t i = 0; i < t->n_shards; i++) {
-        struct conv_shard *sh = &t->shards[i];
+    for (size_t i = 0; i < t->table.n_shards; i++) {
+        struct shard *sh = &t->table.shards[i];
 
         pthread_mutex_lock(&sh->lock);
-        while (sh->oldest != NULL && conv_idle(sh->oldest, now_ms, idle_ms))
-            conv_end(sh, sh->oldest, CONVERSATION_IDLE, &ended);
+        while (shard_oldest(sh) != NULL && (reason == CONVERSATION_SHUTDOWN ||
+                                            conv_idle(conv_of(shard_oldest(sh)), now_ms, idle_ms)))
+            conv_end(sh, conv_of(shard_oldest(sh)), reason, &ended);
         pthread_mutex_unlock(&sh->lock);
     }
     return ended;
+}
+
+struct conversation_record *conversation_sweep(struct conversation_table *t, uint64_t now_ms,
+                                               uint32_t idle_ms)
+{
+    return conv_end_oldest(t, CONVERSATION_IDLE, now_ms, idle_ms);
 }
 
 struct conversation_record *conversation_end_all(struct conversation_table *t)
 {
-    struct conversation_record *ended = NULL;
-
-    if (t == NULL)
-        return NULL;
-    for (size_t i = 0; i < t->n_shards; i++) {
-        struct conv_shard *sh = &t->shards[i];
-
-        pthread_mutex_lock(&sh->lock);
-        while (sh->oldest != NULL)
-            conv_end(sh, sh->oldest, CONVERSATION_SHUTDOWN, &ended);
-        pthread_mutex_unlock(&sh->lock);
-    }
-    return ended;
+    return conv_end_oldest(t, CONVERSATION_SHUTDOWN, 0, 0);
 }
 
 size_t conversation_count(struct conversation_table *t)
 {
-    size_t total = 0;
-
-    if (t == NULL)
-        return 0;
-    for (size_t i = 0; i < t->n_shards; i++) {
-        pthread_mutex_lock(&t->shards[i].lock);
-        total += t->shards[i].size;
-        pthread_mutex_unlock(&t->shards[i].lock);
-    }
-    return total;
+    return t == NULL ? 0 : shard_table_size(&t->table);
 }
 
-static size_t conv_pow2_at_least(size_t n)
+/* Frees an entry still in the table (its record never handed out). */
+static void conv_node_free(struct shard_node *n)
 {
-    size_t p = CONV_MIN_BUCKETS;
+    struct conv_entry *e = conv_of(n);
 
-    while (p < n)
-        p <<= 1;
-    return p;
+    conv_record_clear(&e->rec);
+    free(e);
 }
 
 struct conversation_table *conversation_table_new(size_t capacity)
 {
     struct conversation_table *t = calloc(1, sizeof(*t));
-    size_t n;
 
     if (t == NULL)
         return NULL;
     if (capacity < 1)
         capacity = 1;
-    n = capacity / CONV_MIN_SHARD_CAPACITY;
-    if (n < 1)
-        n = 1;
-    if (n > CONV_MAX_SHARDS)
-        n = CONV_MAX_SHARDS;
-    t->shards = aligned_alloc(alignof(struct conv_shard), n * sizeof(*t->shards));
-    if (t->shards == NULL)
-        goto fail;
-    memset(t->shards, 0, n * sizeof(*t->shards));
-    for (size_t i = 0; i < n; i++) {
-        struct conv_shard *sh = &t->shards[i];
-        size_t nb;
-
-        /* the remainder goes to the first shards, so the capacities sum to `capacity` */
-        sh->capacity = capacity / n + (i < capacity % n ? 1 : 0);
-        nb = conv_pow2_at_least(sh->capacity);
-        sh->buckets = calloc(nb, sizeof(*sh->buckets));
-        if (sh->buckets == NULL || pthread_mutex_init(&sh->lock, NULL) != 0) {
-            free(sh->buckets);
-            goto fail;
-        }
-        sh->bucket_mask = nb - 1;
-        t->n_shards = i + 1; /* shards [0, n_shards) are fully initialised */
+    if (shard_table_init(&t->table, capacity) < 0) {
+        free(t);
+        return NULL;
     }
     return t;
-
-fail:
-    conversation_table_free(t);
-    return NULL;
 }
 
 void conversation_table_free(struct conversation_table *t)
 {
     if (t == NULL)
         return;
-    for (size_t i = 0; i < t->n_shards; i++) {
-        struct conv_shard *sh = &t->shards[i];
-        struct conv_entry *e = sh->newest;
-
-        while (e) {
-            struct conv_entry *older = e->older;
-
-            conv_record_clear(&e->rec);
-            free(e);
-            e = older;
-        }
-        free(sh->buckets);
-        pthread_mutex_destroy(&sh->lock);
-    }
-    free(t->shards);
+    shard_table_destroy(&t->table, conv_node_free);
     free(t);
 }

@@ -4,19 +4,16 @@
  * exactly `rate` units per millisecond and no floating point is involved. A check locks the
  * shards of all its buckets at once, in ascending order (no deadlock), so the decision
  * "every line allows, take one token from each" is atomic: a refused request takes nothing.
- * Each shard is a fixed bucket array with chaining plus an LRU list, like session_map.c.
+ * Each shard is a fixed bucket array with chaining plus an LRU list (shard_table.c).
  */
 #include "mcpeek/hash.h"
 #include "mcpeek/ratelimit.h"
+#include "mcpeek/shard_table.h"
 
 #include <pthread.h>
-#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RL_MAX_SHARDS 16
-#define RL_MIN_SHARD_CAPACITY 64 /* below this per shard, fewer shards */
-#define RL_MIN_BUCKETS 8
 #define RL_HASH_HEX 16 /* hex digits of the hash that stands in for a long key's tail */
 
 static const char *const rl_scope_names[RATELIMIT_SCOPE_COUNT] = {
@@ -29,9 +26,7 @@ static const char *const rl_scope_names[RATELIMIT_SCOPE_COUNT] = {
 
 /* One bucket. Owned by its shard; the key bytes follow it. */
 struct rl_entry {
-    struct rl_entry *chain;         /* next in the hash bucket */
-    struct rl_entry *newer, *older; /* LRU neighbours */
-    uint64_t hash;
+    struct shard_node node; /* bucket chain, LRU neighbours, hash */
     struct ratelimit_rule rule;
     uint64_t units;   /* tokens * rule.period_ms */
     uint64_t last_ms; /* clock of the last refill */
@@ -40,18 +35,8 @@ struct rl_entry {
     char key[]; /* NUL terminated */
 };
 
-struct rl_shard {
-    alignas(64) pthread_mutex_t lock; /* guards everything below */
-    struct rl_entry **buckets;        /* owned array; entries owned through it */
-    size_t bucket_mask;
-    struct rl_entry *newest, *oldest;
-    size_t size;
-    size_t capacity;
-};
-
 struct ratelimit {
-    struct rl_shard *shards; /* owned */
-    size_t n_shards;
+    struct shard_table table;
 };
 
 /* One rule applying to the request being checked. */
@@ -124,61 +109,17 @@ static uint64_t rl_hash(const struct ratelimit_rule *r, const char *key, size_t 
     return h;
 }
 
-static struct rl_entry **rl_bucket(struct rl_shard *sh, uint64_t hash)
+static void rl_node_free(struct shard_node *n)
 {
-    return &sh->buckets[(hash >> 16) & sh->bucket_mask];
+    free(SHARD_ENTRY(n, struct rl_entry, node));
 }
 
-static void rl_lru_unlink(struct rl_shard *sh, struct rl_entry *e)
+static struct rl_entry *rl_find(struct shard *sh, const struct rl_slot *s)
 {
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        sh->newest = e->older;
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        sh->oldest = e->newer;
-    e->newer = e->older = NULL;
-}
+    for (struct shard_node *n = shard_chain(sh, s->hash); n; n = n->chain) {
+        struct rl_entry *e = SHARD_ENTRY(n, struct rl_entry, node);
 
-static void rl_lru_push(struct rl_shard *sh, struct rl_entry *e)
-{
-    e->newer = NULL;
-    e->older = sh->newest;
-    if (sh->newest)
-        sh->newest->newer = e;
-    sh->newest = e;
-    if (sh->oldest == NULL)
-        sh->oldest = e;
-}
-
-static void rl_detach(struct rl_shard *sh, struct rl_entry *e)
-{
-    struct rl_entry **pp = rl_bucket(sh, e->hash);
-
-    while (*pp != e)
-        pp = &(*pp)->chain;
-    *pp = e->chain;
-    e->chain = NULL;
-    rl_lru_unlink(sh, e);
-    sh->size--;
-}
-
-static void rl_free_list(struct rl_entry *list)
-{
-    while (list) {
-        struct rl_entry *next = list->chain;
-
-        free(list);
-        list = next;
-    }
-}
-
-static struct rl_entry *rl_find(struct rl_shard *sh, const struct rl_slot *s)
-{
-    for (struct rl_entry *e = *rl_bucket(sh, s->hash); e; e = e->chain) {
-        if (e->hash == s->hash && e->key_len == s->key_len &&
+        if (n->hash == s->hash && e->key_len == s->key_len &&
             ratelimit_rule_equal(&e->rule, s->rule) && memcmp(e->key, s->key, s->key_len) == 0)
             return e;
     }
@@ -192,34 +133,27 @@ static uint64_t rl_capacity_units(const struct ratelimit_rule *r)
 
 /* A new bucket starts full. Evicts the shard's least recently used bucket when full (onto
  * *garbage, freed after unlock). NULL when that is impossible or memory is short. */
-static struct rl_entry *rl_create(struct rl_shard *sh, const struct rl_slot *s, uint64_t now_ms,
-                                  struct rl_entry **garbage)
+static struct rl_entry *rl_create(struct shard *sh, const struct rl_slot *s, uint64_t now_ms,
+                                  struct shard_node **garbage)
 {
+    struct shard_node *victim = shard_oldest(sh);
     struct rl_entry *e;
 
-    if (sh->size >= sh->capacity) {
-        struct rl_entry *victim = sh->oldest;
-
-        if (victim == NULL || victim->pinned)
+    if (shard_full(sh)) {
+        if (victim == NULL || SHARD_ENTRY(victim, struct rl_entry, node)->pinned)
             return NULL; /* only when the shard is smaller than one check's rules */
-        rl_detach(sh, victim);
-        victim->chain = *garbage;
-        *garbage = victim;
+        shard_detach_onto(sh, victim, garbage);
     }
     e = malloc(sizeof(*e) + s->key_len + 1);
     if (e == NULL)
         return NULL;
     memcpy(e->key, s->key, s->key_len + 1);
     e->key_len = s->key_len;
-    e->hash = s->hash;
     e->rule = *s->rule;
     e->units = rl_capacity_units(s->rule);
     e->last_ms = now_ms;
     e->pinned = false;
-    e->chain = *rl_bucket(sh, s->hash);
-    *rl_bucket(sh, s->hash) = e;
-    rl_lru_push(sh, e);
-    sh->size++;
+    shard_insert(sh, &e->node, s->hash);
     return e;
 }
 
@@ -250,73 +184,26 @@ static uint32_t rl_retry_after(const struct rl_entry *e)
     return (uint32_t)((missing + per_second - 1) / per_second);
 }
 
-static size_t rl_pow2_at_least(size_t n)
-{
-    size_t p = RL_MIN_BUCKETS;
-
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
 struct ratelimit *ratelimit_new(size_t capacity)
 {
     struct ratelimit *rl = calloc(1, sizeof(*rl));
-    size_t n;
 
     if (rl == NULL)
         return NULL;
     if (capacity < RATELIMIT_RULES_MAX)
         capacity = RATELIMIT_RULES_MAX;
-    n = capacity / RL_MIN_SHARD_CAPACITY;
-    if (n < 1)
-        n = 1;
-    if (n > RL_MAX_SHARDS)
-        n = RL_MAX_SHARDS;
-    rl->shards = aligned_alloc(alignof(struct rl_shard), n * sizeof(*rl->shards));
-    if (rl->shards == NULL)
-        goto fail;
-    memset(rl->shards, 0, n * sizeof(*rl->shards));
-    for (size_t i = 0; i < n; i++) {
-        struct rl_shard *sh = &rl->shards[i];
-        size_t nb;
-
-        /* the remainder goes to the first shards, so the capacities sum to `capacity` */
-        sh->capacity = capacity / n + (i < capacity % n ? 1 : 0);
-        nb = rl_pow2_at_least(sh->capacity);
-        sh->buckets = calloc(nb, sizeof(*sh->buckets));
-        if (sh->buckets == NULL || pthread_mutex_init(&sh->lock, NULL) != 0) {
-            free(sh->buckets);
-            goto fail;
-        }
-        sh->bucket_mask = nb - 1;
-        rl->n_shards = i + 1; /* shards [0, n_shards) are fully initialised */
+    if (shard_table_init(&rl->table, capacity) < 0) {
+        free(rl);
+        return NULL;
     }
     return rl;
-
-fail:
-    ratelimit_free(rl);
-    return NULL;
 }
 
 void ratelimit_free(struct ratelimit *rl)
 {
     if (rl == NULL)
         return;
-    for (size_t i = 0; i < rl->n_shards; i++) {
-        struct rl_shard *sh = &rl->shards[i];
-        struct rl_entry *e = sh->newest;
-
-        while (e) {
-            struct rl_entry *older = e->older;
-
-            free(e);
-            e = older;
-        }
-        free(sh->buckets);
-        pthread_mutex_destroy(&sh->lock);
-    }
-    free(rl->shards);
+    shard_table_destroy(&rl->table, rl_node_free);
     free(rl);
 }
 
@@ -327,7 +214,7 @@ const struct ratelimit_rule *ratelimit_check(struct ratelimit *rl,
 {
     struct rl_slot slots[RATELIMIT_RULES_MAX];
     size_t locked[RATELIMIT_RULES_MAX]; /* distinct shard indexes, ascending */
-    struct rl_entry *garbage = NULL;
+    struct shard_node *garbage = NULL;
     const struct ratelimit_rule *refused = NULL;
     size_t n = 0, n_locked = 0;
 
@@ -346,7 +233,7 @@ const struct ratelimit_rule *ratelimit_check(struct ratelimit *rl,
         s->rule = &rules[i];
         s->key_len = rl_key(v, s->key);
         s->hash = rl_hash(s->rule, s->key, s->key_len);
-        s->shard = s->hash % rl->n_shards;
+        s->shard = shard_index(&rl->table, s->hash);
         s->entry = NULL;
         n++;
         for (j = 0; j < n_locked && locked[j] < s->shard; j++)
@@ -361,9 +248,9 @@ const struct ratelimit_rule *ratelimit_check(struct ratelimit *rl,
         return NULL;
 
     for (size_t j = 0; j < n_locked; j++)
-        pthread_mutex_lock(&rl->shards[locked[j]].lock);
+        pthread_mutex_lock(&rl->table.shards[locked[j]].lock);
     for (size_t i = 0; i < n; i++) {
-        struct rl_shard *sh = &rl->shards[slots[i].shard];
+        struct shard *sh = &rl->table.shards[slots[i].shard];
         struct rl_entry *e = rl_find(sh, &slots[i]);
 
         if (e == NULL)
@@ -371,8 +258,7 @@ const struct ratelimit_rule *ratelimit_check(struct ratelimit *rl,
         if (e == NULL)
             continue; /* out of memory: this line lets the request through */
         rl_refill(e, now_ms);
-        rl_lru_unlink(sh, e);
-        rl_lru_push(sh, e);
+        shard_touch(sh, &e->node);
         e->pinned = true;
         slots[i].entry = e;
         if (refused == NULL && e->units < e->rule.period_ms) {
@@ -390,8 +276,8 @@ const struct ratelimit_rule *ratelimit_check(struct ratelimit *rl,
         e->pinned = false;
     }
     for (size_t j = n_locked; j-- > 0;)
-        pthread_mutex_unlock(&rl->shards[locked[j]].lock);
-    rl_free_list(garbage);
+        pthread_mutex_unlock(&rl->table.shards[locked[j]].lock);
+    shard_free_list(garbage, rl_node_free);
     return refused;
 }
 
@@ -399,38 +285,28 @@ void ratelimit_retain(struct ratelimit *rl, const struct ratelimit_rule *rules, 
 {
     if (rl == NULL)
         return;
-    for (size_t i = 0; i < rl->n_shards; i++) {
-        struct rl_shard *sh = &rl->shards[i];
-        struct rl_entry *garbage = NULL;
+    for (size_t i = 0; i < rl->table.n_shards; i++) {
+        struct shard *sh = &rl->table.shards[i];
+        struct shard_node *garbage = NULL;
 
         pthread_mutex_lock(&sh->lock);
-        for (struct rl_entry *e = sh->oldest, *newer; e; e = newer) {
+        for (struct shard_node *n = shard_oldest(sh), *newer; n; n = newer) {
+            const struct rl_entry *e = SHARD_ENTRY(n, struct rl_entry, node);
             bool kept = false;
 
-            newer = e->newer;
+            newer = n->newer;
             for (size_t r = 0; r < n_rules && !kept; r++)
                 kept = ratelimit_rule_equal(&e->rule, &rules[r]);
             if (kept)
                 continue;
-            rl_detach(sh, e);
-            e->chain = garbage;
-            garbage = e;
+            shard_detach_onto(sh, n, &garbage);
         }
         pthread_mutex_unlock(&sh->lock);
-        rl_free_list(garbage);
+        shard_free_list(garbage, rl_node_free);
     }
 }
 
 size_t ratelimit_size(struct ratelimit *rl)
 {
-    size_t total = 0;
-
-    if (rl == NULL)
-        return 0;
-    for (size_t i = 0; i < rl->n_shards; i++) {
-        pthread_mutex_lock(&rl->shards[i].lock);
-        total += rl->shards[i].size;
-        pthread_mutex_unlock(&rl->shards[i].lock);
-    }
-    return total;
+    return rl == NULL ? 0 : shard_table_size(&rl->table);
 }
