@@ -252,7 +252,7 @@ struct conversation_record *conversation_track(struct conversation_table *t,
         return NULL;
     hkey[0] = ns;
     memcpy(hkey + 1, key, len);
-    hash = hash_fnv1a(hkey, len);
+    hash = shard_table_hash(&t->table, hkey, len);
     sh = shard_of(&t->table, hash);
 
     pthread_mutex_lock(&sh->lock);

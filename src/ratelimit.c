@@ -94,19 +94,14 @@ static size_t rl_key(const char *value, char out[RATELIMIT_KEY_MAX + 1])
     return RATELIMIT_KEY_MAX;
 }
 
-static uint64_t rl_hash(const struct ratelimit_rule *r, const char *key, size_t len)
+static uint64_t rl_hash(const struct ratelimit *rl, const struct ratelimit_rule *r, const char *key,
+                        size_t len)
 {
-    uint64_t h = hash_fnv1a(key, len);
+    uint64_t h = shard_table_hash(&rl->table, key, len);
 
     h ^= (uint64_t)r->scope << 56 ^ (uint64_t)r->burst << 24 ^ (uint64_t)r->rate ^
          (uint64_t)r->period_ms << 40;
-    /* the key's FNV bits are mixed by the rule's: spread them again (splitmix64 finaliser) */
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
-    h ^= h >> 31;
-    return h;
+    return hash_mix64(h); /* the rule's bits xored in: spread them again */
 }
 
 static void rl_node_free(struct shard_node *n)
@@ -232,7 +227,7 @@ const struct ratelimit_rule *ratelimit_check(struct ratelimit *rl,
             continue; /* no key for this scope: this line does not limit the request */
         s->rule = &rules[i];
         s->key_len = rl_key(v, s->key);
-        s->hash = rl_hash(s->rule, s->key, s->key_len);
+        s->hash = rl_hash(rl, s->rule, s->key, s->key_len);
         s->shard = shard_index(&rl->table, s->hash);
         s->entry = NULL;
         n++;

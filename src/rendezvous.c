@@ -10,26 +10,16 @@
 
 #include "mcpeek/hash.h"
 
-static uint64_t rendezvous_mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 uint64_t rendezvous_id(const char *name, size_t len)
 {
-    return rendezvous_mix(hash_fnv1a(name, len));
+    return hash_mix64(hash_fnv1a(name, len));
 }
 
 double rendezvous_score(uint64_t key_hash, const struct rendezvous_node *node)
 {
     if (node->weight == 0)
         return -1.0;
-    uint64_t x = rendezvous_mix(key_hash ^ rendezvous_mix(node->id + 0x9e3779b97f4a7c15ULL));
+    uint64_t x = hash_mix64(key_hash ^ hash_mix64(node->id + 0x9e3779b97f4a7c15ULL));
     /* (k + 0.5) / 2^53: strictly inside (0,1), so -ln(u) is finite and positive */
     double u = ((double)(x >> 11) + 0.5) / 9007199254740992.0;
     return (double)node->weight / -log(u);

@@ -30,9 +30,8 @@ struct session_entry {
 };
 
 struct session_map {
-    struct shard_table table;         /* no shards when the map is disabled */
-    uint64_t ttl_ms;                  /* 0 = entries never expire by age */
-    unsigned char key[HASH_KEY_SIZE]; /* SipHash key, random per process (per map) */
+    struct shard_table table; /* no shards when the map is disabled */
+    uint64_t ttl_ms;          /* 0 = entries never expire by age */
 };
 
 /* Length of a usable id, or 0 when the id is NULL, empty or longer than the cap. */
@@ -87,7 +86,7 @@ struct session_map *session_map_new(size_t capacity, uint32_t ttl_ms)
     map->ttl_ms = ttl_ms;
     if (capacity == 0)
         return map;
-    if (hash_random_key(map->key) < 0 || shard_table_init(&map->table, capacity) < 0) {
+    if (shard_table_init(&map->table, capacity) < 0) {
         free(map);
         return NULL;
     }
@@ -109,7 +108,7 @@ static int session_store(struct session_map *map, const char *session_id, size_t
                          uint64_t now_ms)
 {
     struct shard_node *garbage = NULL; /* detached entries, freed after unlock */
-    uint64_t hash = hash_siphash(map->key, session_id, len);
+    uint64_t hash = shard_table_hash(&map->table, session_id, len);
     struct shard *sh = shard_of(&map->table, hash);
     struct session_entry *e;
     int rc = 0;
@@ -197,7 +196,7 @@ uint64_t session_map_upstream(struct session_map *map, const char *session_id, u
 
     if (map == NULL || map->table.n_shards == 0 || len == 0)
         return 0;
-    hash = hash_siphash(map->key, session_id, len);
+    hash = shard_table_hash(&map->table, session_id, len);
     sh = shard_of(&map->table, hash);
     pthread_mutex_lock(&sh->lock);
     e = session_find(sh, session_id, len, hash);
@@ -219,7 +218,7 @@ OpenAiClientContext *session_map_get(struct session_map *map, const char *sessio
 
     if (map == NULL || map->table.n_shards == 0 || len == 0)
         return NULL;
-    hash = hash_siphash(map->key, session_id, len);
+    hash = shard_table_hash(&map->table, session_id, len);
     sh = shard_of(&map->table, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -246,7 +245,7 @@ void session_map_remove(struct session_map *map, const char *session_id)
 
     if (map == NULL || map->table.n_shards == 0 || len == 0)
         return;
-    hash = hash_siphash(map->key, session_id, len);
+    hash = shard_table_hash(&map->table, session_id, len);
     sh = shard_of(&map->table, hash);
 
     pthread_mutex_lock(&sh->lock);
@@ -267,5 +266,5 @@ size_t session_map_shard_index(const struct session_map *map, const char *sessio
     size_t len = session_id_len(session_id);
     if (map == NULL || map->table.n_shards == 0 || len == 0)
         return 0;
-    return shard_index(&map->table, hash_siphash(map->key, session_id, len));
+    return shard_index(&map->table, shard_table_hash(&map->table, session_id, len));
 }

@@ -26,6 +26,8 @@ int shard_table_init(struct shard_table *t, size_t capacity)
     t->n_shards = 0;
     if (capacity == 0)
         return 0;
+    if (hash_random_key(t->key) < 0)
+        return -1;
     n = capacity / SHARD_TABLE_MIN_SHARD_CAPACITY;
     if (n < 1)
         n = 1;

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcpeek/hash.h"
+
 #define SHARD_TABLE_MAX_SHARDS 16
 #define SHARD_TABLE_MIN_SHARD_CAPACITY 64 /* below this per shard, fewer shards */
 #define SHARD_TABLE_MIN_BUCKETS 8
@@ -41,7 +43,17 @@ struct shard {
 struct shard_table {
     struct shard *shards; /* owned; NULL when capacity is 0 */
     size_t n_shards;
+    /* SipHash key, random per table: the keys are chosen by clients (session ids, subjects,
+     * tokens), and with an unkeyed hash a client could aim every entry at one shard and one
+     * chain, as redis learnt for its dicts. */
+    unsigned char key[HASH_KEY_SIZE];
 };
+
+/* The hash a table's entries are placed by: SipHash-2-4 under the table's key. */
+static inline uint64_t shard_table_hash(const struct shard_table *t, const void *data, size_t len)
+{
+    return hash_siphash(t->key, data, len);
+}
 
 /* Frees one entry, given its node (a detached one, or one still in a table being destroyed). */
 typedef void (*shard_free_fn)(struct shard_node *node);

@@ -277,12 +277,40 @@ static void test_many_shards(void **state)
     assert_int_equal(freed, N);
 }
 
+/* Entries are placed by a hash keyed per table: the same client-chosen key lands in
+ * different places in two tables (no table can be aimed at from outside), and in the same
+ * place every time within one. */
+static void test_hash_is_keyed_per_table(void **state)
+{
+    (void)state;
+    struct shard_table a, b;
+    assert_int_equal(shard_table_init(&a, 1000), 0);
+    assert_int_equal(shard_table_init(&b, 1000), 0);
+    int differ = 0;
+    for (int i = 0; i < 64; i++) {
+        char key[32];
+        int n = snprintf(key, sizeof(key), "v1/user_%d", i);
+        uint64_t ha = shard_table_hash(&a, key, (size_t)n);
+        assert_true(ha == shard_table_hash(&a, key, (size_t)n));
+        differ += ha != shard_table_hash(&b, key, (size_t)n);
+    }
+    if (differ < 60)
+        fail_msg("expected the two tables' hashes to differ for nearly all 64 keys, %d did",
+                 differ);
+    shard_table_destroy(&a, item_free);
+    shard_table_destroy(&b, item_free);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layout),    cmocka_unit_test(test_insert_find_colliding),
-        cmocka_unit_test(test_lru_order), cmocka_unit_test(test_evict_oldest),
-        cmocka_unit_test(test_detach),    cmocka_unit_test(test_many_shards),
+        cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_insert_find_colliding),
+        cmocka_unit_test(test_lru_order),
+        cmocka_unit_test(test_evict_oldest),
+        cmocka_unit_test(test_detach),
+        cmocka_unit_test(test_many_shards),
+        cmocka_unit_test(test_hash_is_keyed_per_table),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
