@@ -910,6 +910,18 @@ static uint64_t metrics_sum(struct metrics *m, size_t offset)
     return total;
 }
 
+/* One counter per value of an enum label, each summed over the workers: counters[k] at
+ * `offset` in struct worker_metrics, labelled values[k], for k in [first, count). */
+static void metrics_render_by_label(struct metrics *m, struct strbuf *out, const char *name,
+                                    const char *help, const char *label, size_t offset,
+                                    const char *const *values, int first, int count)
+{
+    metrics_put_header(out, name, "counter", help);
+    for (int k = first; k < count; k++)
+        strbuf_printf(out, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[k],
+                      metrics_sum(m, offset + (size_t)k * sizeof(_Atomic uint64_t)));
+}
+
 static void metrics_put_counter(struct strbuf *out, const char *name, const char *help,
                                 uint64_t value)
 {
@@ -968,52 +980,39 @@ void metrics_render(struct metrics *m, struct strbuf *out)
     metrics_render_table(m, out, &rpc_errors);
     metrics_render_tool_errors(m, out);
 
-    metrics_put_header(out, "mcpeek_upstream_errors_total", "counter",
-                       "Exchanges that failed talking to the upstream, by kind.");
-    for (int k = 0; k < UPSTREAM_ERR_KIND_COUNT; k++) {
-        uint64_t v = metrics_sum(m, offsetof(struct worker_metrics, upstream_errors) +
-                                        (size_t)k * sizeof(_Atomic uint64_t));
-
-        strbuf_printf(out, "mcpeek_upstream_errors_total{kind=\"%s\"} %" PRIu64 "\n",
-                      metrics_error_kind_name[k], v);
-    }
+    metrics_render_by_label(m, out, "mcpeek_upstream_errors_total",
+                            "Exchanges that failed talking to the upstream, by kind.", "kind",
+                            offsetof(struct worker_metrics, upstream_errors),
+                            metrics_error_kind_name, 0, UPSTREAM_ERR_KIND_COUNT);
 
     metrics_render_upstreams(m, out);
 
     static const char *const shared_kinds[SHARED_STATE_ERR_KIND_COUNT] = {"unavailable", "timeout",
                                                                           "reply", "disconnect"};
-    metrics_put_header(out, "mcpeek_shared_state_errors_total", "counter",
-                       "Redis (shared_state) operations that fell back to local state, by cause.");
-    for (int k = 0; k < SHARED_STATE_ERR_KIND_COUNT; k++)
-        strbuf_printf(out, "mcpeek_shared_state_errors_total{kind=\"%s\"} %" PRIu64 "\n",
-                      shared_kinds[k],
-                      metrics_sum(m, offsetof(struct worker_metrics, shared_state_errors) +
-                                         (size_t)k * sizeof(_Atomic uint64_t)));
+    metrics_render_by_label(
+        m, out, "mcpeek_shared_state_errors_total",
+        "Redis (shared_state) operations that fell back to local state, by cause.", "kind",
+        offsetof(struct worker_metrics, shared_state_errors), shared_kinds, 0,
+        SHARED_STATE_ERR_KIND_COUNT);
     metrics_put_header(out, "mcpeek_shared_state_connections", "gauge",
                        "Workers whose Redis (shared_state) connection is up.");
     strbuf_printf(out, "mcpeek_shared_state_connections %d\n",
                   atomic_load_explicit(&m->shared_state_connected, memory_order_relaxed));
 
-    metrics_put_header(out, "mcpeek_rate_limited_total", "counter",
-                       "Requests refused with 429 by a rate_limit line, by the line's scope.");
-    for (int s = 0; s < RATELIMIT_SCOPE_COUNT; s++) {
-        uint64_t v = metrics_sum(m, offsetof(struct worker_metrics, rate_limited) +
-                                        (size_t)s * sizeof(_Atomic uint64_t));
-
-        strbuf_printf(out, "mcpeek_rate_limited_total{scope=\"%s\"} %" PRIu64 "\n",
-                      ratelimit_scope_name((enum ratelimit_scope)s), v);
-    }
+    const char *scopes[RATELIMIT_SCOPE_COUNT];
+    for (int k = 0; k < RATELIMIT_SCOPE_COUNT; k++)
+        scopes[k] = ratelimit_scope_name((enum ratelimit_scope)k);
+    metrics_render_by_label(m, out, "mcpeek_rate_limited_total",
+                            "Requests refused with 429 by a rate_limit line, by the line's scope.",
+                            "scope", offsetof(struct worker_metrics, rate_limited), scopes, 0,
+                            RATELIMIT_SCOPE_COUNT);
     static const char *const denied_reason[ACCESS_VERDICT_COUNT] = {
         [ACCESS_HOST] = "host", [ACCESS_ORIGIN] = "origin", [ACCESS_TOKEN] = "token"};
-    metrics_put_header(out, "mcpeek_access_denied_total", "counter",
-                       "Requests refused by the Host, Origin or bearer-token check, by reason.");
-    for (int k = ACCESS_HOST; k < ACCESS_VERDICT_COUNT; k++) {
-        uint64_t v = metrics_sum(m, offsetof(struct worker_metrics, access_denied) +
-                                        (size_t)k * sizeof(_Atomic uint64_t));
-
-        strbuf_printf(out, "mcpeek_access_denied_total{reason=\"%s\"} %" PRIu64 "\n",
-                      denied_reason[k], v);
-    }
+    metrics_render_by_label(
+        m, out, "mcpeek_access_denied_total",
+        "Requests refused by the Host, Origin or bearer-token check, by reason.", "reason",
+        offsetof(struct worker_metrics, access_denied), denied_reason, ACCESS_HOST,
+        ACCESS_VERDICT_COUNT);
 
     for (unsigned w = 0; w < m->n_workers; w++) {
         struct worker_metrics *wm = m->workers[w];

@@ -83,6 +83,14 @@ static void inspect_text(struct response_inspect *ri, const char *s, size_t len)
 
     if (len == 0 || !inspect_worth_parsing(s, len))
         return;
+    if (ri->id_json != NULL && ri->request_id == NULL) {
+        /* Before the arena opens: the id outlives this parse. NULL when jansson cannot read
+         * it back (no memory): no answer is then taken for this request's, which only
+         * loses the error fields. */
+        ri->request_id = json_loads(ri->id_json, JSON_DECODE_ANY, NULL);
+        if (ri->request_id == NULL)
+            ri->id_json = NULL;
+    }
     /* The tree lives only here: the worker's arena holds it (what is kept is malloc'd). */
     bool in_arena = json_arena_begin();
     root = json_loadb(s, len, JSON_ALLOW_NUL, NULL);
@@ -112,10 +120,7 @@ void response_inspect_start(struct response_inspect *ri, const struct mcp_reques
     if (req != NULL) {
         ri->tools_call = req->method != NULL && strcmp(req->method, "tools/call") == 0;
         ri->match_null_id = req->id_json == NULL;
-        /* NULL when jansson cannot read it back (a number beyond its range, or no memory):
-         * then no answer is taken for this request's, which only loses the error fields */
-        if (req->id_json != NULL)
-            ri->request_id = json_loads(req->id_json, JSON_DECODE_ANY, NULL);
+        ri->id_json = req->id_json; /* parsed only if an answer is worth reading */
     }
     ri->started = true;
 }

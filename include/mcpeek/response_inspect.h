@@ -38,7 +38,9 @@ struct response_inspect {
     enum response_kind kind; /* only RESPONSE_JSON and RESPONSE_SSE are read */
     size_t max_bytes;        /* response_inspect_max */
     size_t max_string;       /* cap for error_message (bytes, cut on a UTF-8 boundary) */
-    json_t *request_id;      /* the request's id parsed from id_json; NULL when it had none */
+    const char *id_json;     /* the request's id as JSON (borrowed from the request, which
+                              * outlives the inspector); NULL when it had none */
+    json_t *request_id;      /* id_json parsed, on the first answer worth reading */
     bool match_null_id;      /* no request id: an answer with id null (or none) is its answer */
     bool tools_call;         /* the request was tools/call: look for result.isError */
     struct strbuf json;      /* the JSON answer so far, at most max_bytes */

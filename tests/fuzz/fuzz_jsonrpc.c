@@ -107,7 +107,7 @@ static void fuzz_same_bool(const char *what, bool expected, bool got)
         fuzz_differ(what, expected ? "true" : "false", got ? "true" : "false");
 }
 
-/* ---- The reference: the jansson-tree extraction mcpeek used before json_scan. ---- */
+/* ---- The reference: the same extraction written plainly on a malloc-allocated tree. ---- */
 
 static bool ref_string_is(const json_t *v, const char *lit)
 {

@@ -381,7 +381,7 @@ static void test_ids_are_kept_exact(void **state)
         {"\"a\\\"b\\\\c\\n\"", "\"a\\\"b\\\\c\\n\""},
         {"\"\\u00e9/\"", "\"\xc3\xa9/\""},
         {"\"a\\u0000b\"", "\"a\\u0000b\""},
-        /* Spellings jansson normalised; the scanner path reproduces its encoding. */
+        /* Spellings jansson normalises when the id is written back as JSON. */
         {"-0", "0"},
         {"1E2", "100.0"},
         {"1E+2", "100.0"},
@@ -551,7 +551,7 @@ static void test_malformed_json(void **state)
         "\xef\xbb\xbf{}", /* byte order mark */
         "{\"a\":\"\x01\"}",
         "{\"a\":\"\\ud800\"}", /* lone surrogate escape */
-        "{\"a\\u0000\":1}",    /* NUL in a key: jansson refuses it, so does the scanner */
+        "{\"a\\u0000\":1}",    /* NUL in a key: jansson refuses it */
     };
     struct mcp_request req;
     size_t i;
